@@ -44,6 +44,10 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     sfx = target.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{sfx}", dir=target.parent)
     os.close(fd)
+    # mkstemp creates 0600; results should get the usual permissions (umask applies)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

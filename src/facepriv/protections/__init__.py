@@ -2,9 +2,9 @@
 
 from facepriv.protections import base as _base  # noqa: F401  (registers "unprotected")
 
-for _mod in ("pe_miu", "feature_noise", "advface"):
+for _mod in ("facepriv.protections.pe_miu", "facepriv.advface.protect"):
     try:
-        __import__(f"facepriv.protections.{_mod}")
+        __import__(_mod)
     except ModuleNotFoundError as _exc:  # a protection module not written yet
-        if _exc.name != f"facepriv.protections.{_mod}":
+        if _exc.name != _mod:
             raise

@@ -1,0 +1,200 @@
+"""``facepriv advface``: split system features, shadow/attacker decoders, AdvFace protection, evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from facepriv.errors import OutputExistsError, ParameterError
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+typical run (Wang et al., CVPR 2023, on a CPU-sized scale):
+  facepriv advface extract --images DATA --labels DATA/labels.csv --out F.npz
+  facepriv advface train --features F.npz --images DATA --role shadow --arch resrec --out runs/shadow_resrec
+  facepriv advface train --features F.npz --images DATA --role attacker --arch resrec --out runs/att_resrec
+  facepriv advface protect --features F.npz --shadow runs/shadow_resrec --eps 0.2 --out P.npz
+  facepriv advface eval --features F.npz --images DATA --shadow resrec=runs/shadow_resrec \\
+      --attacker resrec=runs/att_resrec --out runs/advface_eval
+Identities are split (seeded by --split-seed) into disjoint shadow / attacker / eval groups.
+"""
+
+
+def _runs(spec: str, what: str) -> dict[str, str]:
+    out = {}
+    for part in [p for p in spec.split(",") if p]:
+        if "=" not in part:
+            raise ParameterError(f"--{what}: expected ARCH=RUN_DIR[,ARCH=RUN_DIR...], got {part!r}")
+        arch, run = part.split("=", 1)
+        out[arch.strip()] = run.strip()
+    if not out:
+        raise ParameterError(f"--{what}: give at least one ARCH=RUN_DIR")
+    return out
+
+
+def _floats(spec: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        raise ParameterError(f"expected comma-separated numbers, got {spec!r}") from None
+    if any(v < 0 for v in vals):
+        raise ParameterError(f"eps must be >= 0, got {spec!r}")
+    return vals
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from facepriv.advface.data import extract_features, load_faces
+    from facepriv.advface.features import save_features
+    from facepriv.advface.split import SplitSystem
+    from facepriv.fileio import check_writable
+
+    check_writable(args.out, args.overwrite)
+    system = SplitSystem.create(args.model, args.cut)
+    faces = load_faces(args.images, args.labels, "dlib_chip150" if args.model == "dlib_resnet" else "arcface112")
+    fs = extract_features(faces, system)
+    save_features(fs, args.out, args.overwrite)
+    print(f"{len(fs)} feature maps {tuple(fs.features.shape[1:])} from {args.model} cut at {system.cut} -> {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from facepriv.advface.data import faces_for, identity_roles
+    from facepriv.advface.features import load_features
+    from facepriv.advface.split import SplitSystem
+    from facepriv.advface.train import DecoderConfig, train_decoder
+
+    fs = load_features(args.features)
+    system = SplitSystem.create(fs.model, fs.cut)
+    fs.check_compatible(system.model_name, system.cut, where=args.features)
+    roles = identity_roles(fs.identity, args.split_seed)
+    part = fs.subset(roles == args.role)
+    if args.max_images and len(part) > args.max_images:
+        part = part.subset(np.sort(np.random.default_rng(args.seed).permutation(len(part))[: args.max_images]))
+    faces = faces_for(part, args.images, "dlib_chip150" if fs.model == "dlib_resnet" else "arcface112")
+    cfg = DecoderConfig(arch=args.arch, feature_shape=system.feature_shape, out_size=args.size, model=fs.model,
+                        cut=fs.cut, input_shape=system.input_shape, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, seed=args.seed, role=args.role, split_seed=args.split_seed, n_train=len(part))
+    train_decoder(part.features, faces.crops, cfg, args.out, client=system.client, resume=args.resume,
+                  overwrite=args.overwrite)
+    print(f"trained {args.arch} ({args.role}) on {len(part)} images of {len(np.unique(part.identity))} identities -> {args.out}")
+    return 0
+
+
+def cmd_protect(args: argparse.Namespace) -> int:
+    from facepriv.advface.features import load_features, save_features
+    from facepriv.fileio import check_writable
+    from facepriv.registry import create
+
+    check_writable(args.out, args.overwrite)
+    fs = load_features(args.features)
+    if fs.protection is not None:
+        raise ParameterError(f"{args.features} is already protected with {fs.protection.get('name')!r}")
+    params: dict = {"eps": args.eps, "seed": args.seed}
+    if args.method in ("advface", "random_noise"):
+        params |= {"alpha": args.alpha, "steps": args.steps, "bound": args.bound}
+    if args.method == "advface":
+        if not args.shadow:
+            raise ParameterError("--method advface needs --shadow RUN_DIR (a trained shadow decoder)")
+        params["shadow"] = args.shadow
+    prot = create("protection", args.method, params)
+    prot.fit()
+    if args.method == "advface":
+        fs.check_compatible(prot.config_.model, prot.config_.cut, where=args.features)
+    out = fs.with_features(prot.transform(fs.features), prot.record())
+    save_features(out, args.out, args.overwrite)
+    delta = np.abs(out.features - fs.features).max()
+    print(f"protected {len(out)} feature maps with {args.method} (max |change| {delta:.3f}) -> {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from facepriv.advface.experiment import run_experiment
+    from facepriv.advface.features import load_features
+
+    out = Path(args.out)
+    if (out / "summary.json").exists() and not args.overwrite:
+        raise OutputExistsError(out / "summary.json")
+    fs = load_features(args.features)
+    summary = run_experiment(
+        fs, args.images, _runs(args.shadow, "shadow"), _runs(args.attacker, "attacker"), out,
+        main_arch=args.main_arch, eps=args.eps, alpha=args.alpha, steps=args.steps, bound=args.bound,
+        sweep=_floats(args.sweep), max_eval=args.max_eval, offline_epochs=args.offline_epochs, seed=args.seed,
+    )
+    print(f"{'method':<16}{'SSIM':>7}{'PSNR':>8}{'MSE':>8}{'SRRA':>8}{'acc':>8}")
+    for r in summary["table"]:
+        print(f"{r['method']:<16}{r['ssim']:7.3f}{r['psnr']:8.2f}{r['mse']:8.4f}{100 * r['srra']:7.1f}%{100 * r['accuracy']:7.2f}%")
+    print(f"summary, plots and grids in {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``facepriv advface`` and its subcommands."""
+    p = sub.add_parser("advface", help="AdvFace (CVPR 2023): adversarial features against reconstruction",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = p.add_subparsers(dest="advface_command", metavar="SUBCOMMAND")
+
+    def common(q: argparse.ArgumentParser, seed: bool = True) -> None:
+        q.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        if seed:
+            q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    q = s.add_parser("extract", help="client features E(x) of a labelled image folder")
+    q.add_argument("--images", required=True, help="image folder (LFW layout)")
+    q.add_argument("--labels", help="labels CSV image,identity[,gender] (default: identity = folder)")
+    q.add_argument("--model", default="dlib_resnet", help="splittable recognition model (default dlib_resnet)")
+    q.add_argument("--cut", default=None, help="cut point (default: stage1 for dlib_resnet; see `facepriv models`)")
+    q.add_argument("--out", required=True, help="feature file (.npz)")
+    common(q, seed=False)
+    q.set_defaults(handler=cmd_extract)
+
+    q = s.add_parser("train", help="train a reconstruction network (shadow or attacker) with the L1 loss")
+    q.add_argument("--features", required=True, help="feature file from `facepriv advface extract`")
+    q.add_argument("--images", required=True, help="the image folder the features came from")
+    q.add_argument("--role", choices=("shadow", "attacker"), required=True,
+                   help="which public identity group to train on (disjoint from each other and from eval)")
+    q.add_argument("--arch", choices=("transrec", "resrec", "urec"), default="resrec", help="architecture (default resrec)")
+    q.add_argument("--size", type=int, default=64, help="output image size (default 64; the paper uses 160)")
+    q.add_argument("--epochs", type=int, default=10)
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper 1e-4 with far more epochs)")
+    q.add_argument("--max-images", type=int, default=0, help="cap the training images (0 = all of the role)")
+    q.add_argument("--split-seed", type=int, default=0, help="seed of the identity split (same for every run)")
+    q.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
+    q.add_argument("--out", required=True, help="run folder")
+    common(q)
+    q.set_defaults(handler=cmd_train)
+
+    q = s.add_parser("protect", help="protect stored features: advface, random_noise or laplace_dp")
+    q.add_argument("--features", required=True)
+    q.add_argument("--method", choices=("advface", "random_noise", "laplace_dp"), default="advface")
+    q.add_argument("--shadow", help="shadow decoder run folder (advface)")
+    q.add_argument("--eps", type=float, default=0.2, help="noise bound (default 0.2)")
+    q.add_argument("--alpha", type=float, default=0.2, help="sign-step size (default 0.2)")
+    q.add_argument("--steps", type=int, default=40, help="iterations (default 40)")
+    q.add_argument("--bound", choices=("ball", "step"), default="ball",
+                   help="ball: |z_T - z_0| <= eps (PGD); step: |z_t+1 - z_t| <= eps (Eq. 6 literally)")
+    q.add_argument("--out", required=True)
+    common(q)
+    q.set_defaults(handler=cmd_protect)
+
+    q = s.add_parser("eval", help="Table 1, eps sweep, transfer matrix and grids")
+    q.add_argument("--features", required=True)
+    q.add_argument("--images", required=True)
+    q.add_argument("--shadow", required=True, help="ARCH=RUN[,ARCH=RUN...] shadow decoders")
+    q.add_argument("--attacker", required=True, help="ARCH=RUN[,ARCH=RUN...] attacker decoders")
+    q.add_argument("--main-arch", default="resrec", help="architecture of Table 1 and the sweep (default resrec)")
+    q.add_argument("--eps", type=float, default=0.2)
+    q.add_argument("--alpha", type=float, default=0.2)
+    q.add_argument("--steps", type=int, default=40)
+    q.add_argument("--bound", choices=("ball", "step"), default="ball")
+    q.add_argument("--sweep", default="0,0.05,0.1,0.15,0.2,0.25,0.3", help="eps values of the trade-off sweep")
+    q.add_argument("--max-eval", type=int, default=300, help="cap the eval images (whole identities)")
+    q.add_argument("--offline-epochs", type=int, default=0, help="also fine-tune Psi on adversarial features (offline mode)")
+    q.add_argument("--out", required=True, help="output folder (summary.json, plots)")
+    common(q)
+    q.set_defaults(handler=cmd_eval)
+    p.set_defaults(handler=lambda a: (p.print_help(), 2)[1])
