@@ -28,7 +28,7 @@ class Component:
     def param_names(cls) -> list[str]:
         """Names of the constructor parameters."""
         sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self" and sig.parameters[p].kind == p.POSITIONAL_OR_KEYWORD]
+        return [p for p in sig.parameters if p != "self" and sig.parameters[p].kind == inspect.Parameter.POSITIONAL_OR_KEYWORD]
 
     @classmethod
     def param_defaults(cls) -> dict[str, Any]:

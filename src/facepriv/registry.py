@@ -15,14 +15,16 @@ from facepriv.errors import ParameterError
 
 KINDS = ("model", "protection", "attack", "dataset")
 _REGISTRY: dict[str, dict[str, type[Component]]] = {k: {} for k in KINDS}
-# Modules whose import registers components; imported lazily so `import facepriv` stays cheap.
-_PROVIDERS = (
-    "facepriv.models.zoo",
-    "facepriv.protections",
-    "facepriv.attacks",
-    "facepriv.datasets",
-)
-_loaded = False
+# Modules whose import registers the components of each kind; imported lazily (and only for the
+# kind asked for) so `import facepriv` stays cheap.
+_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "model": ("facepriv.models.zoo",),
+    "protection": ("facepriv.protections",),
+    "attack": ("facepriv.attacks",),
+    # five_celebrities and embeddings-file datasets live with the experiments
+    "dataset": ("facepriv.datasets", "facepriv.experiments.sources"),
+}
+_loaded: set[str] = set()
 
 
 def register(kind: str, name: str):
@@ -40,24 +42,23 @@ def register(kind: str, name: str):
     return deco
 
 
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
+def _load(kind: str) -> None:
+    if kind in _loaded:
         return
-    for mod in _PROVIDERS:
+    for mod in _PROVIDERS[kind]:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
             if exc.name != mod:  # a real missing dependency, not a provider still to be written
                 raise
-    _loaded = True
+    _loaded.add(kind)
 
 
 def available(kind: str) -> dict[str, type[Component]]:
     """Registered components of a kind, by name (sorted)."""
     if kind not in KINDS:
         raise ParameterError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
-    _load_all()
+    _load(kind)
     return dict(sorted(_REGISTRY[kind].items()))
 
 
@@ -105,5 +106,6 @@ def describe(kind: str, name: str) -> dict[str, Any]:
 
 def find(name: str) -> list[tuple[str, type[Component]]]:
     """All (kind, class) registered under ``name`` in any kind."""
-    _load_all()
+    for kind in KINDS:
+        _load(kind)
     return [(k, _REGISTRY[k][name]) for k in KINDS if name in _REGISTRY[k]]

@@ -1,0 +1,237 @@
+"""PE-MIU: privacy-enhancing face templates by block permutation (Terhoerst et al. 2020).
+
+A template of dimension D is cut into B = D / ``block_size`` contiguous blocks whose order is
+shuffled. Comparison re-aligns the blocks: the B x B matrix of Euclidean distances between the
+blocks of the two templates, a minimum-cost one-to-one assignment (Hungarian), then the cosine of
+the first template and the re-ordered second one.
+
+Two variants:
+
+* ``moved_blocks=None`` (the 2020 paper): a fresh random permutation per template.
+* ``moved_blocks=P`` (the WIFS-2023 variant, K = ``block_size``): one fixed permutation for every
+  template that moves exactly P of the B blocks (a random derangement of P randomly chosen blocks).
+
+The ``seed`` decides every permutation; in the fixed variant it is a key (whoever knows it can
+undo the permutation), so it is listed in ``secret_params`` and never recorded in outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from facepriv.embeddings import EmbeddingSet
+from facepriv.errors import ParameterError
+from facepriv.progress import progress
+from facepriv.protections import pe_native
+from facepriv.protections.base import Comparator, TemplateProtection
+from facepriv.protections.lsa_batch import batched_lsa
+from facepriv.registry import register
+
+log = logging.getLogger(__name__)
+
+
+def check_block_size(dim: int, block_size: int, what: str = "templates") -> int:
+    """Number of blocks B = dim / block_size, or a ParameterError when it does not divide."""
+    if dim % block_size:
+        raise ParameterError(
+            f"block_size {block_size} does not divide the dimension {dim} of the {what}; "
+            f"choose a divisor of {dim}"
+        )
+    return dim // block_size
+
+
+def reference_score(r: np.ndarray, p: np.ndarray, block_size: int) -> float:
+    """PE-MIU score of one pair, computed the straightforward way (the reference algorithm).
+
+    ``cdist`` block distances, ``scipy.optimize.linear_sum_assignment``, cosine of ``r`` and the
+    re-ordered ``p``. Used to test and benchmark :class:`PEMIUComparator`.
+    """
+    nblk = check_block_size(len(r), block_size)
+    rb = np.asarray(r, dtype=np.float64).reshape(nblk, block_size)
+    pb = np.asarray(p, dtype=np.float64).reshape(nblk, block_size)
+    _, col = linear_sum_assignment(cdist(rb, pb))
+    q = pb[col].reshape(-1)
+    rr = rb.reshape(-1)
+    den = np.linalg.norm(rr) * np.linalg.norm(q)
+    return float(rr @ q / den) if den > 0 else 0.0
+
+
+class PEMIUComparator(Comparator):
+    """Block re-alignment (Hungarian on Euclidean block distances) then cosine.
+
+    Parameters
+    ----------
+    block_size : int
+        Size of the blocks the templates were cut into.
+    threads : int
+        Threads of the compiled path (OpenMP), default 1 (the machine is usually shared).
+    chunk : int
+        Templates of ``a`` per batch (bounds memory: chunk * B x len(b) * B doubles).
+    """
+
+    name = "pe_miu"
+
+    def __init__(self, block_size: int = 32, threads: int = 1, chunk: int = 0) -> None:
+        self.block_size = int(block_size)
+        self.threads = int(threads)
+        self.chunk = int(chunk)
+
+    def _prep(self, x: np.ndarray, what: str) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise ParameterError(f"{what} must be 2-d (N, D), got shape {x.shape}")
+        nblk = check_block_size(x.shape[1], self.block_size, what)
+        return x.reshape(len(x), nblk, self.block_size)
+
+    def pairwise(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """All-vs-all PE-MIU scores, shape (len(a), len(b)), batched (compiled when possible)."""
+        ab = self._prep(a, "first templates")
+        bb = self._prep(b, "second templates")
+        if ab.shape[1:] != bb.shape[1:]:
+            raise ParameterError(f"dimension mismatch: {ab.shape[1] * ab.shape[2]} vs {bb.shape[1] * bb.shape[2]}")
+        na, nblk, k = ab.shape
+        nb = len(bb)
+        out = np.empty((na, nb))
+        if na == 0 or nb == 0:
+            return out
+        bflat = bb.reshape(nb * nblk, k)
+        sqb = np.einsum("ij,ij->i", bflat, bflat)
+        normb = np.sqrt(sqb.reshape(nb, nblk).sum(1))
+        # memory per batch ~ chunk * nblk * nb * nblk doubles; aim at ~64 MB
+        chunk = self.chunk or max(1, int(8e6 // max(1, nblk * nb * nblk)))
+        native = pe_native.load() is not None
+        starts = range(0, na, chunk)
+        bar = progress(starts, desc="PE-MIU scores", unit="batch") if len(starts) > 4 else starts
+        for s in bar:
+            aflat = ab[s : s + chunk].reshape(-1, k)
+            g = aflat @ bflat.T
+            sqa = np.einsum("ij,ij->i", aflat, aflat)
+            norma = np.sqrt(sqa.reshape(-1, nblk).sum(1))
+            if native:
+                out[s : s + chunk] = pe_native.pemiu_scores(g, sqa, sqb, norma, normb, nblk, self.threads)
+            else:
+                out[s : s + chunk] = _scores_numpy(g, sqa, sqb, norma, normb, nblk)
+        return out
+
+    def paired(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Row-wise PE-MIU scores a[i] vs b[i], shape (N,)."""
+        ab = self._prep(a, "first templates")
+        bb = self._prep(b, "second templates")
+        if ab.shape != bb.shape:
+            raise ParameterError(f"paired comparison needs equal shapes, got {a.shape} and {b.shape}")
+        g = np.einsum("nik,njk->nij", ab, bb)
+        sqa = np.einsum("nik,nik->ni", ab, ab)
+        sqb = np.einsum("njk,njk->nj", bb, bb)
+        cost = np.sqrt(np.maximum(sqa[:, :, None] + sqb[:, None, :] - 2.0 * g, 0.0))
+        col = pe_native.lsa_batch(cost)
+        if col is None:
+            col = batched_lsa(cost)
+        s = np.take_along_axis(g, col[:, :, None], axis=2)[:, :, 0].sum(1)
+        den = np.sqrt(sqa.sum(1)) * np.sqrt(sqb.sum(1))
+        return np.divide(s, den, out=np.zeros_like(s), where=den > 0)
+
+
+def _scores_numpy(g, sqa, sqb, norma, normb, nblk):
+    """Numpy fallback of the compiled kernel (same maths, slower)."""
+    ca, cb = len(norma), len(normb)
+    g4 = g.reshape(ca, nblk, cb, nblk).transpose(0, 2, 1, 3)  # (ca, cb, i, j)
+    d2 = sqa.reshape(ca, 1, nblk, 1) + sqb.reshape(1, cb, 1, nblk) - 2.0 * g4
+    cost = np.sqrt(np.maximum(d2, 0.0)).reshape(ca * cb, nblk, nblk)
+    col = batched_lsa(cost)
+    gg = np.ascontiguousarray(g4).reshape(ca * cb, nblk, nblk)
+    s = np.take_along_axis(gg, col[:, :, None], axis=2)[:, :, 0].sum(1).reshape(ca, cb)
+    den = norma[:, None] * normb[None, :]
+    return np.divide(s, den, out=np.zeros_like(s), where=den > 0)
+
+
+@register("protection", "pe_miu")
+class PEMIU(TemplateProtection):
+    """PE-MIU block permutation.
+
+    Parameters
+    ----------
+    block_size : int
+        Block size (K); must divide the template dimension.
+    moved_blocks : int or None
+        None: a fresh random block permutation per template (PE-MIU 2020). P >= 2: one fixed
+        permutation for all templates that moves exactly P blocks (WIFS 2023 variant).
+    seed : int
+        Seeds ``numpy.random.default_rng``; a secret (it decides the permutations).
+    """
+
+    summary = "PE-MIU: random permutation of template blocks; Hungarian block re-alignment + cosine."
+    reference = (
+        "Terhoerst et al., PE-MIU: a training-free privacy-enhancing face recognition approach based on "
+        "minimum information units, IEEE Access 2020; fixed-permutation variant as in WIFS 2023"
+    )
+    secret_params = ("seed",)
+
+    def __init__(self, block_size: int = 32, moved_blocks: int | None = None, seed: int = 0) -> None:
+        self.block_size = block_size
+        self.moved_blocks = moved_blocks
+        self.seed = seed
+
+    def validate_params(self) -> None:
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, (int, np.integer)) or self.block_size < 1:
+            raise ParameterError(f"pe_miu: block_size must be a positive integer, got {self.block_size!r}")
+        if self.moved_blocks is not None:
+            if isinstance(self.moved_blocks, bool) or not isinstance(self.moved_blocks, (int, np.integer)):
+                raise ParameterError(f"pe_miu: moved_blocks must be an integer or None, got {self.moved_blocks!r}")
+            if self.moved_blocks < 0 or self.moved_blocks == 1:
+                raise ParameterError(
+                    f"pe_miu: moved_blocks must be 0 or >= 2 (one block cannot move alone), got {self.moved_blocks}"
+                )
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ParameterError("pe_miu: seed must be an integer")
+
+    def fit(self, es: EmbeddingSet | None = None) -> PEMIU:
+        self.validate_params()
+        if es is not None:
+            nblk = check_block_size(es.dim, self.block_size, "embeddings")
+            self._check_moved(nblk)
+        return self
+
+    def _check_moved(self, nblk: int) -> None:
+        if self.moved_blocks is not None and self.moved_blocks > nblk:
+            raise ParameterError(f"pe_miu: moved_blocks {self.moved_blocks} exceeds the number of blocks {nblk}")
+
+    def fixed_permutation(self, nblk: int) -> np.ndarray:
+        """The key permutation of the fixed variant: exactly ``moved_blocks`` blocks move."""
+        rng = np.random.default_rng(self.seed)
+        perm = np.arange(nblk)
+        p = int(self.moved_blocks or 0)
+        if p == 0:
+            return perm
+        chosen = rng.choice(nblk, size=p, replace=False)
+        while True:  # rejection sampling of a derangement of the chosen blocks (~1/e accepted)
+            shuffled = rng.permutation(chosen)
+            if not np.any(shuffled == chosen):
+                break
+        perm[chosen] = shuffled
+        return perm
+
+    def permutations(self, n: int, dim: int) -> np.ndarray:
+        """Block order of each of ``n`` protected templates, shape (n, B): out block i = in block perm[i]."""
+        self.validate_params()
+        nblk = check_block_size(dim, self.block_size, "templates")
+        self._check_moved(nblk)
+        if self.moved_blocks is not None:
+            return np.tile(self.fixed_permutation(nblk), (n, 1))
+        rng = np.random.default_rng(self.seed)
+        return rng.permuted(np.tile(np.arange(nblk), (n, 1)), axis=1)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2:
+            raise ParameterError(f"pe_miu: templates must be 2-d (N, D), got shape {x.shape}")
+        n, dim = x.shape
+        perms = self.permutations(n, dim)
+        blocks = x.reshape(n, -1, self.block_size)
+        return np.take_along_axis(blocks, perms[:, :, None], axis=1).reshape(n, dim)
+
+    def comparator(self) -> PEMIUComparator:
+        return PEMIUComparator(block_size=int(self.block_size))

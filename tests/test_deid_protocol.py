@@ -1,0 +1,102 @@
+"""PSR@k on hand-made rankings, the gallery/probe split, heads I/O and the alignment warp."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from facepriv.attacks.deid.heads import load_head, rank_of_true, save_head, train_head
+from facepriv.attacks.deid.protocol import psr_at_k, split_gallery_probes
+from facepriv.errors import InputFileError, ParameterError
+
+
+def test_psr_at_k_on_hand_made_ranks():
+    # ranks of the true identity for 8 probes; inf = face not detected (counts as protected)
+    ranks = np.array([1, 1, 2, 5, 6, 30, 60, np.inf])
+    psr = psr_at_k(ranks, (1, 5, 10, 25, 50))
+    assert psr == {1: 75.0, 5: 50.0, 10: 37.5, 25: 37.5, 50: 25.0}
+    assert psr_at_k(np.array([np.nan, 3.0]), (5,)) == {5: 50.0}
+    assert math.isnan(psr_at_k(np.array([]), (1,))[1])
+    with pytest.raises(ParameterError):
+        psr_at_k(ranks, (0,))
+
+
+def test_rank_of_true_counts_ties_against_the_true_class():
+    logits = np.array([[0.9, 0.1, 0.5], [0.2, 0.2, 0.1], [0.0, 1.0, 2.0]])
+    assert rank_of_true(logits, np.array([0, 1, 0])).tolist() == [1, 2, 3]
+
+
+def _labels(counts):
+    ims, ids = [], []
+    for ident, n in counts.items():
+        for j in range(n):
+            ims.append(f"{ident}/{j:03d}.jpg")
+            ids.append(ident)
+    return ims, ids
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    ims, ids = _labels({"a": 7, "b": 6, "c": 9})
+    s1 = split_gallery_probes(ims, ids, probes_per_identity=2, min_gallery=3, seed=3)
+    s2 = split_gallery_probes(ims, ids, probes_per_identity=2, min_gallery=3, seed=3)
+    s3 = split_gallery_probes(ims, ids, probes_per_identity=2, min_gallery=3, seed=4)
+    assert s1 == s2 and s1.probes != s3.probes
+    assert len(s1.probes) == 6 and len(s1.gallery) == 16
+    assert not {p for p, _ in s1.probes} & {g for g, _ in s1.gallery}
+    assert s1.identities == ["a", "b", "c"]
+    capped = split_gallery_probes(ims, ids, probes_per_identity=2, min_gallery=3, seed=3, max_probes=4, max_gallery=3)
+    assert len(capped.probes) == 4 and {i for _, i in capped.probes} == {"a", "b", "c"}
+    assert len(capped.gallery) == 9
+
+
+def test_split_errors_name_the_small_identities():
+    ims, ids = _labels({"a": 7, "tiny": 3, "b": 6})
+    with pytest.raises(ParameterError, match=r"tiny \(3\)"):
+        split_gallery_probes(ims, ids, probes_per_identity=2, min_gallery=3)
+    s = split_gallery_probes(ims, ids, probes_per_identity=2, min_gallery=3, min_images=5)
+    assert s.dropped == {"tiny": 3}
+    with pytest.raises(ParameterError, match="at least 2 identities"):
+        split_gallery_probes(*_labels({"a": 9}), probes_per_identity=2, min_gallery=3)
+
+
+def test_head_trains_saves_and_reloads(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    emb = np.repeat(centres, 10, axis=0) + 0.3 * rng.normal(size=(40, 16))
+    ident = np.repeat(np.array(["w", "x", "y", "z"]), 10)
+    head, info = train_head(emb, ident, model="toy", seed=1)
+    assert info.classes == ["w", "x", "y", "z"] and info.train_accuracy == 1.0
+    head2, info2 = train_head(emb, ident, model="toy", seed=1)
+    assert torch.equal(head.linear.weight, head2.linear.weight)  # seeded, deterministic
+    save_head(head, info, tmp_path / "h")
+    back, binfo = load_head(tmp_path / "h")
+    assert binfo == info
+    x = torch.from_numpy(emb.astype(np.float32))
+    assert torch.allclose(back(x), head(x))
+    (tmp_path / "h.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputFileError, match="h.pt"):
+        load_head(tmp_path / "h")
+    with pytest.raises(InputFileError, match="missing"):
+        load_head(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("recipe", ["dlib_chip150", "arcface112"])
+def test_differentiable_warp_reproduces_the_aligner_crop(facescrub_dir, recipe):
+    from facepriv.attacks.deid.cloak import PhotoClassifier, affine_grid_from_matrix, working_resolution
+    from facepriv.images import load_rgb
+    from facepriv.models.alignment import get_aligner
+
+    img = working_resolution(load_rgb(facescrub_dir / "Steve_Carell" / sorted((facescrub_dir / "Steve_Carell").iterdir())[0].name), 250)
+    al = get_aligner(recipe)
+    res = al.align(img)
+    assert res.ok
+    grid = affine_grid_from_matrix(torch.as_tensor(al.crop_matrix(res.landmarks)[None]), img.shape[:2], al.output_size)
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float().requires_grad_(True)
+    crop = PhotoClassifier(torch.nn.Identity(), grid, None).crops(x)
+    mad = float((crop[0].permute(1, 2, 0).detach() * 255 - torch.from_numpy(res.crop).float()).abs().mean())
+    assert mad < 3.0, mad  # same geometry; dlib's chip differs only by its own interpolation
+    crop.sum().backward()
+    assert float(x.grad.abs().sum()) > 0  # gradients reach the photo's pixels

@@ -1,0 +1,192 @@
+"""Reconstruction attack: decoder shapes, loss terms, RSR maths, splits, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facepriv.attacks.reconstruction.data import identity_split
+from facepriv.attacks.reconstruction.decoder import FaceDecoder, stage_sizes
+from facepriv.attacks.reconstruction.evaluate import enrolment_partner, success_rates, thresholds_at_fmrs
+from facepriv.attacks.reconstruction.losses import ReconstructionLoss
+from facepriv.attacks.reconstruction.trainer import (
+    CHECKPOINT,
+    WEIGHTS,
+    TrainConfig,
+    load_decoder,
+    load_state,
+    train_decoder,
+)
+from facepriv.errors import InputFileError, OutputExistsError, ParameterError
+from facepriv.metrics.image_quality import ssim
+
+
+def test_stage_sizes_match_the_paper_and_the_64_variant():
+    assert stage_sizes(112) == [4, 8, 16, 30, 58, 112]
+    assert stage_sizes(64) == [2, 4, 8, 16, 32, 64]
+    with pytest.raises(ValueError, match="one of"):
+        stage_sizes(100)
+
+
+@pytest.mark.parametrize("dim,size", [(128, 64), (512, 112)])
+def test_decoder_output(dim, size):
+    dec = FaceDecoder(dim, size).eval()
+    with torch.no_grad():
+        out = dec(torch.randn(2, dim))
+    assert out.shape == (2, 3, size, size)
+    assert out.min() >= 0 and out.max() <= 1
+    convt = [m for m in dec.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(convt) == 6 and all(m.bias is None and m.kernel_size == (4, 4) for m in convt)
+    with pytest.raises(ValueError, match="expects embeddings"):
+        dec(torch.randn(2, dim + 1))
+
+
+class _MeanPool(nn.Module):
+    """A known 'recognition network': per-channel means at the input size (3-d embedding)."""
+
+    def forward(self, x):
+        assert x.shape[-2:] == (20, 20)  # the loss resized to the network's input size
+        return x.mean(dim=(2, 3))
+
+
+def test_loss_terms_on_known_inputs():
+    torch.manual_seed(0)
+    real = torch.rand(2, 3, 16, 16)
+    gen = (real + 0.1 * torch.rand(2, 3, 16, 16)).clamp(0, 1)
+    lf = ReconstructionLoss(_MeanPool(), (20, 20), w_ssim=0.1, w_id=0.005)
+    t = lf(gen, real)
+    want_mse = ((gen - real) ** 2).mean().item()
+    g20 = torch.nn.functional.interpolate(gen, size=(20, 20), mode="bilinear", align_corners=False)
+    r20 = torch.nn.functional.interpolate(real, size=(20, 20), mode="bilinear", align_corners=False)
+    want_id = ((g20.mean(dim=(2, 3)) - r20.mean(dim=(2, 3))) ** 2).mean().item()
+    s = ssim(gen, real).item()
+    assert t.mse == pytest.approx(want_mse, rel=1e-5)
+    assert t.id == pytest.approx(want_id, rel=1e-4)
+    assert t.ssim == pytest.approx(s, rel=1e-6)
+    assert t.total.item() == pytest.approx(want_mse + 0.1 * (1 - s) / 2 + 0.005 * want_id, rel=1e-5)
+    same = ReconstructionLoss(None)(real, real)
+    assert same.total.item() == pytest.approx(0.0, abs=1e-6) and same.ssim == pytest.approx(1.0, abs=1e-5)
+
+
+def test_rsr_on_hand_made_scores():
+    scores = np.array([0.1, 0.5, 0.6, 0.9])
+    rates = success_rates(scores, {"0.01": 0.55, "0.1": 0.5})
+    assert rates["0.01"].rate == 0.5 and rates["0.1"].rate == 0.75  # >= threshold accepts
+    assert rates["0.01"].n == 4 and 0 < rates["0.01"].low < 0.5 < rates["0.01"].high < 1
+
+
+def test_thresholds_from_impostors():
+    # 2 identities x 2 samples: impostor cosines are known exactly
+    emb = np.array([[1, 0], [1, 0.1], [0, 1], [0.2, 1]], dtype=np.float32)
+    ident = np.array(["a", "a", "b", "b"])
+    thr = thresholds_at_fmrs(emb, ident, (0.0, 0.5))
+    e64 = emb.astype(np.float64)
+    cos = e64 / np.linalg.norm(e64, axis=1, keepdims=True)
+    imp = sorted((cos[[0, 0, 1, 1]] * cos[[2, 3, 2, 3]]).sum(1))
+    assert thr["0"] > imp[-1]  # FMR 0: above every impostor
+    assert imp[1] < thr["0.5"] <= imp[2]  # 2 of 4 impostors may pass
+
+
+def test_enrolment_partner_is_another_image_of_the_same_person():
+    ident = np.array(["a", "a", "a", "b", "c", "c"])
+    p = enrolment_partner(ident, seed=3)
+    assert p[3] == -1
+    for i in (0, 1, 2, 4, 5):
+        assert p[i] != i and ident[p[i]] == ident[i]
+
+
+def test_identity_split_disjoint_and_seeded():
+    ident = np.repeat([f"id{i}" for i in range(20)], 3)
+    tr, te = identity_split(ident, 0.2, seed=1)
+    assert not set(ident[tr]) & set(ident[te]) and len(set(ident[te])) == 4
+    tr2, _ = identity_split(ident, 0.2, seed=1)
+    assert (tr == tr2).all()
+    with pytest.raises(ParameterError):
+        identity_split(ident, 1.5, seed=0)
+
+
+def _tiny(n=8, size=64, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, dim)).astype(np.float32)
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    return z, x
+
+
+def _cfg(**kw):
+    base = dict(size=64, embedding_dim=16, epochs=2, batch_size=4, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    z, x = _tiny()
+    full = train_decoder(z, x, _cfg(), tmp_path / "full", None)
+    train_decoder(z, x, _cfg(epochs=1), tmp_path / "part", None)
+    res = train_decoder(z, x, _cfg(epochs=2), tmp_path / "part", None, resume=True)
+    assert [h["epoch"] for h in res.history] == [1, 2]
+    a, b = full.decoder.state_dict(), res.decoder.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    dec, cfg = load_decoder(tmp_path / "part")
+    assert cfg.epochs == 2 and cfg.embedding_dim == 16
+    assert json.loads((tmp_path / "part" / "history.json").read_text())[-1]["epoch"] == 2
+
+
+def test_run_folder_is_not_overwritten_and_resume_checks_config(tmp_path):
+    z, x = _tiny()
+    train_decoder(z, x, _cfg(epochs=1), tmp_path / "r", None)
+    with pytest.raises(OutputExistsError):
+        train_decoder(z, x, _cfg(epochs=1), tmp_path / "r", None)
+    with pytest.raises(ParameterError, match="lr"):
+        train_decoder(z, x, _cfg(epochs=2, lr=0.01), tmp_path / "r", None, resume=True)
+    with pytest.raises(InputFileError, match="nothing to resume"):
+        train_decoder(z, x, _cfg(), tmp_path / "empty", None, resume=True)
+
+
+def test_interrupted_checkpoint_write_keeps_last_checkpoint(tmp_path, monkeypatch):
+    z, x = _tiny()
+    train_decoder(z, x, _cfg(epochs=1), tmp_path / "r", None)
+    before = load_state(tmp_path / "r" / CHECKPOINT)
+    real_save = torch.save
+
+    def crash(obj, f, *a, **k):  # the machine dies while the epoch-2 checkpoint is being written
+        real_save({"partial": torch.zeros(1)}, f)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_decoder(z, x, _cfg(epochs=2), tmp_path / "r", None, resume=True)
+    monkeypatch.setattr(torch, "save", real_save)
+    after = load_state(tmp_path / "r" / CHECKPOINT)
+    assert after["epoch"] == before["epoch"] == 1
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]  # no temp files left
+    res = train_decoder(z, x, _cfg(epochs=2), tmp_path / "r", None, resume=True)
+    assert res.history[-1]["epoch"] == 2
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    z, x = _tiny()
+    train_decoder(z, x, _cfg(epochs=1), tmp_path / "r", None)
+    (tmp_path / "r" / WEIGHTS).write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InputFileError, match="corrupt or not a facepriv checkpoint"):
+        load_decoder(tmp_path / "r")
+    torch.save([1, 2, 3], tmp_path / "r" / CHECKPOINT)
+    with pytest.raises(InputFileError, match="expected a dict"):
+        train_decoder(z, x, _cfg(epochs=2), tmp_path / "r", None, resume=True)
+    torch.save({"other": torch.zeros(3)}, tmp_path / "r" / WEIGHTS)
+    with pytest.raises(InputFileError, match="do not fit"):
+        load_decoder(tmp_path / "r")
+
+
+def test_bad_training_inputs(tmp_path):
+    z, x = _tiny()
+    with pytest.raises(ParameterError, match="inputs must be"):
+        train_decoder(z[:, :8], x, _cfg(), tmp_path / "a", None)
+    with pytest.raises(ParameterError, match="targets must be"):
+        train_decoder(z, x[:, :32, :32], _cfg(), tmp_path / "b", None)
+    with pytest.raises(ParameterError, match="size"):
+        train_decoder(z, x, _cfg(size=100), tmp_path / "c", None)
