@@ -56,7 +56,8 @@ def main() -> None:
         bwd = args.n / (time.perf_counter() - t)
         sess = ort.InferenceSession(str(fetch(model.artifact_key)), opts, providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]
-        batch = 32 if not isinstance(inp.shape[0], int) else inp.shape[0]
+        # EdgeFace declares a symbolic batch but its Reshape constants were traced with batch 1
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) else 1 if name == "edgeface" else 32
         xn = np.ascontiguousarray(net.normalise(x).numpy())
         sess.run(None, {inp.name: xn[:batch]})
         t = time.perf_counter()

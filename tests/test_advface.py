@@ -177,3 +177,13 @@ def test_cli_end_to_end_on_real_faces(small_faces, tmp_path, capsys):
                  "--out", str(tmp_path / "x.npz")]) == 2
     assert main(["advface", "extract", "--images", d, "--cut", "nowhere", "--out", str(tmp_path / "y.npz")]) == 2
     assert "no cut point 'nowhere'" in capsys.readouterr().err
+
+
+def test_second_backbone_splits_and_composes():
+    from facepriv.models.zoo import get_model
+
+    s = SplitSystem.create("mobilefacenet")
+    assert s.cut == "347" and s.feature_shape == (128, 56, 56)
+    x = torch.rand(2, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(s.server(s.client(x)), get_model("mobilefacenet").torch_module()(x), rtol=1e-5, atol=1e-5)

@@ -100,3 +100,37 @@ def test_differentiable_warp_reproduces_the_aligner_crop(facescrub_dir, recipe):
     assert mad < 3.0, mad  # same geometry; dlib's chip differs only by its own interpolation
     crop.sum().backward()
     assert float(x.grad.abs().sum()) > 0  # gradients reach the photo's pixels
+
+
+@pytest.mark.parametrize("method", ["push", "illc"])
+def test_cloak_photos_on_a_real_face(facescrub_dir, method):
+    import cv2
+
+    from facepriv.attacks.deid.cloak import cloak_photos
+    from facepriv.attacks.deid.heads import IdentityHead
+    from facepriv.images import load_rgb
+    from facepriv.models.alignment import get_aligner
+    from facepriv.models.zoo import get_model
+
+    people = ["Steve_Carell", "Fran_Drescher"]
+    # same size so they form one batch
+    photos = [cv2.resize(load_rgb(sorted((facescrub_dir / p).iterdir())[1]), (160, 160), interpolation=cv2.INTER_AREA)
+              for p in people]
+    model = get_model("dlib_resnet")
+    al = get_aligner("dlib_chip150")
+    res = [al.align(p) for p in photos]
+    assert all(r.ok for r in res)
+    emb = model.embed(np.stack([r.crop for r in res]))
+    head = IdentityHead(emb.shape[1], 2)
+    with torch.no_grad():  # a head that knows the two faces: class c = its embedding direction
+        head.linear.weight.copy_(torch.nn.functional.normalize(torch.from_numpy(emb), dim=1) * 20)
+        head.linear.bias.zero_()
+    out = cloak_photos(np.stack(photos), np.stack([al.crop_matrix(r.landmarks) for r in res]), np.array([0, 1]),
+                       net=model.torch_module(), head=head, crop_hw=(150, 150), method=method, eps=4, templates=emb)
+    d = np.abs(out.photos.astype(int) - np.stack(photos).astype(int))
+    assert d.max() == 4
+    if method == "push":  # cosine to the enrolled template went down
+        assert bool((out.loss_last < out.loss_first).all()), (out.loss_first, out.loss_last)
+    else:  # ILLC: the target is the other identity; its logit rose
+        assert out.targets.tolist() == [1, 0]
+        assert bool((out.adv_logits[[0, 1], [1, 0]] > out.clean_logits[[0, 1], [1, 0]]).all())

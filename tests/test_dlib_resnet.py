@@ -102,6 +102,8 @@ def test_gradients_reach_pixels():
     net(x).pow(2).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert all(not p.requires_grad for p in net.parameters())
+    with pytest.raises(ValueError, match=r"\(N, 3, 150, 150\)"):
+        net(torch.rand(1, 3, 112, 112))
 
 
 def test_split_composes_exactly_for_every_cut():

@@ -44,6 +44,22 @@ def _celeba_subset(celeba_dir: Path, dest: Path, n_ids: int = 4, per_id: int = 5
     return out
 
 
+def _png_claiming_size(im: Image.Image, path: Path, width: int, height: int) -> None:
+    """A real PNG whose header claims ``width`` x ``height`` (a decompression-bomb stand-in)."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17]))
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
 def _write_labels(path: Path, rows: list[dict[str, str]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["image", "identity", "gender"])
@@ -63,10 +79,12 @@ def test_embed_real_subset_with_bad_files(celeba_dir, tmp_path, capsys):
         f"{ident}/text.jpg": lambda p: p.write_text("not an image"),
         f"{ident}/tiny.png": lambda p: Image.open(src).resize((10, 10)).save(p),
         f"{ident}/noface.jpg": lambda p: Image.open(src).crop((0, 200, 250, 250)).resize((250, 250)).save(p),
+        f"{ident}/bomb.png": lambda p: _png_claiming_size(Image.open(src), p, 9000, 9400),
     }
     good_extra = {
         f"{ident}/gray.png": lambda p: Image.open(src).convert("L").save(p),
         f"{ident}/rgba.png": lambda p: Image.open(src).convert("RGBA").save(p),
+        f"{ident}/huge.jpg": lambda p: Image.open(src).resize((2400, 2400), Image.BICUBIC).save(p, quality=90),
     }
     for rel, make in {**bad, **good_extra}.items():
         make(data / rel)
@@ -85,10 +103,11 @@ def test_embed_real_subset_with_bad_files(celeba_dir, tmp_path, capsys):
     assert "not a readable image" in failed[f"{ident}/text.jpg"]
     assert "too small" in failed[f"{ident}/tiny.png"]
     assert failed[f"{ident}/noface.jpg"] == "no face detected"
+    assert "image too large (9000x9400" in failed[f"{ident}/bomb.png"]
     assert len(failed) <= len(bad) + 2  # HOG may miss a hard real photo or two, not more
     assert len(es) + len(failed) == n
     assert f"{n} images found, {len(es)} embedded, {len(failed)} failed" in summary and "images/s" in summary
-    assert set(good_extra) <= set(es.ids.tolist())
+    assert set(good_extra) <= set(es.ids.tolist())  # gray, RGBA and 2400 px photos embed
     assert es.model == "dlib_resnet" and es.dim == 128 and es.embeddings.dtype == np.float32
     lab = {r["image"]: r for r in rows}
     assert all(lab[i]["identity"] == p and lab[i]["gender"] == g
@@ -190,7 +209,7 @@ def test_embed_no_face_anywhere_writes_only_failures(celeba_dir, tmp_path, capsy
     assert {f["image"] for f in fails} == {"p/a.jpg", "p/b.jpg"}
 
 
-def test_align_images_cache_key_tracks_files(celeba_dir, tmp_path):
+def test_align_images_cache_key_tracks_files(celeba_dir, tmp_path, monkeypatch):
     data = tmp_path / "data"
     rows = _celeba_subset(celeba_dir, data, n_ids=1, per_id=2)
     rel = [r["image"] for r in rows] + ["missing.jpg"]
@@ -207,13 +226,25 @@ def test_align_images_cache_key_tracks_files(celeba_dir, tmp_path):
     assert pipeline.crops_cache_key(data, rel[::-1], "arcface112") == key
     assert c.ids == rel[1::-1]
     np.testing.assert_array_equal(c.crops, a.crops[::-1])
-    # the key changes with the recipe and with a file's content/mtime
+    # a subset is served from the earlier run's cache file without detecting anything
+    from facepriv.models.alignment import ArcFaceAligner
+
+    calls = []
+    orig = ArcFaceAligner.align
+    monkeypatch.setattr(ArcFaceAligner, "align", lambda self, im: calls.append(1) or orig(self, im))
+    d = pipeline.align_images(data, [rel[1], "missing.jpg"], "arcface112")
+    assert calls == [] and d.ids == [rel[1]] and d.failures == [("missing.jpg", "no such image file")]
+    np.testing.assert_array_equal(d.crops[0], a.crops[1])
+    # the key changes with the recipe and with a file's content/mtime; a touched file is re-detected
     assert pipeline.crops_cache_key(data, rel, "dlib_chip150") != key
     import os
 
     st = (data / rel[0]).stat()
     os.utime(data / rel[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert pipeline.crops_cache_key(data, rel, "arcface112") != key
+    e = pipeline.align_images(data, rel[:2], "arcface112")
+    assert len(calls) == 1 and e.ids == rel[:2]
+    np.testing.assert_array_equal(e.crops, a.crops)
     # a damaged cache file is ignored and recomputed, not trusted
     pipeline._cache_file(key).write_bytes(b"junk")
     assert pipeline._load_cache(pipeline._cache_file(key), rel, "arcface112") is None

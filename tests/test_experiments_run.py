@@ -18,7 +18,12 @@ pytestmark = pytest.mark.slow
 
 def small_config(celeba_dir: Path, seed: int = 0, protections=None):
     """8 identities (4 female, 4 male) x 5 photos of the CelebA crops."""
-    raw = {
+    return resolve(parse_config(small_raw(celeba_dir, seed, protections), "small"))
+
+
+def small_raw(celeba_dir: Path, seed: int = 0, protections=None) -> dict:
+    """The YAML content of :func:`small_config`."""
+    return {
         "name": "small",
         "seed": seed,
         "dataset": {"name": "folder", "params": {"root": str(celeba_dir), "labels": str(celeba_dir / "labels.csv")}},
@@ -28,7 +33,6 @@ def small_config(celeba_dir: Path, seed: int = 0, protections=None):
         "attacks": [{"name": "similarity", "params": {"top_n": [1, 3, 5]}},
                     {"name": "classifier", "params": {"classifier": "knn"}}],
     }
-    return resolve(parse_config(raw, "small"))
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +136,131 @@ def test_missing_component_is_reported_not_crashed(celeba_dir, tmp_path, monkeyp
     c = m["models"]["dlib_resnet"]["protections"]["unprotected"]["attacks"]["similarity(top_n=[1,3,5])"]
     assert c["status"] == "unavailable"
     assert "attack similarity not available in this build" in c["message"]
+
+
+def test_demo_on_a_user_folder(celeba_dir, tmp_path, capsys):
+    """`facepriv demo --data DIR --labels CSV`: the demo experiment on any labelled folder."""
+    import csv
+    import os
+
+    from facepriv.cli.main import main
+
+    with open(celeba_dir / "labels.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["gender"]]
+    by_id: dict[str, list] = {}
+    for r in rows:
+        by_id.setdefault(r["identity"], []).append(r)
+    chosen = [i for i in sorted(by_id) if len(by_id[i]) >= 4]
+    fem = [i for i in chosen if by_id[i][0]["gender"] == "female"][:3]
+    mal = [i for i in chosen if by_id[i][0]["gender"] == "male"][:3]
+    data = tmp_path / "photos"
+    lines = ["image,identity,gender"]
+    for ident in fem + mal:
+        for r in by_id[ident][:4]:
+            dst = data / r["image"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(celeba_dir / r["image"], dst)
+            lines.append(f"{r['image']},{ident},{r['gender']}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--data", str(data), "--labels", str(tmp_path / "labels.csv"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report:  {out / 'report.html'}" in printed
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"]["identities"] == 6 and m["dataset"]["name"] == "folder"
+    assert (out / "report.html").is_file()
+    # rerunning without --overwrite is refused with exit code 2
+    assert main(["-q", "demo", "--data", str(data), "--labels", str(tmp_path / "labels.csv"), "--out", str(out)]) == 2
+
+
+def test_demo_default_dataset_end_to_end(tmp_path, capsys):
+    """`facepriv demo` on the 5 Celebrity Faces photos (skipped when they are not cached: no network in tests)."""
+    from facepriv.cli.main import main
+    from facepriv.experiments.fetch import dataset_dir
+
+    if not (dataset_dir("five-celebrities") / "labels.csv").is_file():
+        pytest.skip("5 Celebrity Faces not cached (run `facepriv data fetch five-celebrities` once)")
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out)]) == 0
+    assert f"report:  {out / 'report.html'}" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"]["images"] == 118 and m["dataset"]["identities"] == 5
+    prots = m["models"]["dlib_resnet"]["protections"]
+    assert list(prots) == ["unprotected", "pe_miu(block_size=16)", "pe_miu(block_size=32)"]
+    assert all(c["status"] == "ok" for p in prots.values() for c in [p["utility"], *p["attacks"].values()])
+    html = (out / "report.html").read_text()
+    assert "Privacy-utility matrix" in html and html.count("data:image/png;base64,") >= 2
+
+
+def test_image_attack_adapters_reconstruction_and_deid(celeba_dir, tmp_path):
+    """The reconstruction and de-identification adapters on a tiny real run (CPU-sized settings)."""
+    raw = {
+        "name": "img",
+        "dataset": {"name": "folder", "params": {"root": str(celeba_dir), "labels": str(celeba_dir / "labels.csv")}},
+        "subset": {"max_identities": 8, "max_per_identity": 6, "min_per_identity": 6},
+        "models": ["dlib_resnet"],
+        "protections": ["unprotected", {"name": "pe_miu", "label": "K16P4", "params": {"block_size": 16, "moved_blocks": 4}}],
+        "attacks": [
+            {"name": "reconstruction", "label": "rec",
+             "params": {"epochs": 1, "max_train": 16, "w_id": 0.0, "test_fraction": 0.3, "gender": False}},
+            {"name": "deid", "label": "bim", "params": {"eps": [2], "probes_per_identity": 1, "max_identities": 4,
+                                                        "max_side": 160, "min_gallery": 3}},
+        ],
+        "metrics": ["eer"],
+    }
+    out = run_experiment(resolve(parse_config(raw, "img")), tmp_path / "run")
+    m = json.loads((out / "metrics.json").read_text())
+    prots = m["models"]["dlib_resnet"]["protections"]
+    for plabel in ("unprotected", "K16P4"):
+        rec = prots[plabel]["attacks"]["rec"]
+        assert rec["status"] == "ok", rec
+        assert rec["headline"]["metric"] == "rsr@fmr0.001" and 0.0 <= rec["headline"]["value"] <= 1.0
+        assert 0.0 < rec["metrics"]["ssim"] < 1.0 and rec["metrics"]["n_test_identities"] >= 2
+        assert (out / "cells" / "dlib_resnet" / plabel / "rec" / "eval" / "samples.png").is_file()
+    bim = prots["unprotected"]["attacks"]["bim"]
+    assert bim["status"] == "ok", bim
+    assert bim["curves"]["psr_vs_eps"]["x"] == [0.0, 2.0]
+    assert 0.0 <= bim["headline"]["value"] <= 100.0 and bim["headline"]["unit"] == "percent"
+    assert prots["K16P4"]["attacks"]["bim"]["status"] == "not_applicable"
+    md = (out / "report.md").read_text()
+    assert "rec on unprotected (dlib_resnet): samples" in md and "protection success rate vs. eps" in md
+
+
+def test_resume_after_killing_the_process(celeba_dir, tmp_path, two_runs):
+    """SIGKILL a `facepriv run` subprocess once a cell has finished; the rerun completes the matrix
+    and gives the same metrics.json as an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    _, uninterrupted, _ = two_runs
+    cfg_file = tmp_path / "small.yaml"
+    cfg_file.write_text(yaml.safe_dump(small_raw(celeba_dir)))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "facepriv.cli.main", "-q", "run", str(cfg_file), "--out", str(out),
+                             "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list((out / "cells").rglob("*.json")) if (out / "cells").is_dir() else []:
+                break
+            time.sleep(0.2)
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if not killed:
+        pytest.skip("the run finished before it could be killed")
+    assert not (out / "metrics.json").exists()
+    finished_before = {p.name for p in (out / "cells").rglob("*.json")}
+    assert finished_before
+    r = Runner(small_config(celeba_dir), out)
+    r.run()
+    assert len(r.ran) == 6 - len(finished_before)  # 2 protections x (utility + 2 attacks), minus the kept ones
+    assert (out / "metrics.json").read_bytes() == (uninterrupted / "metrics.json").read_bytes()

@@ -151,3 +151,31 @@ def test_genuine_scores_beat_impostors_more_than_random_blocks():
         s = PEMIUComparator(k).pairwise(PEMIU(k, seed=1).transform(x), PEMIU(k, seed=2).transform(x))
         means.append(s[~np.eye(30, dtype=bool)].mean())
     assert means[0] < means[1] < means[2]
+
+
+def test_row_minimum_shortcut_agrees_with_scipy(path):
+    from facepriv.protections.pe_miu import assign
+
+    rng = np.random.default_rng(6)
+    n, b = 300, 8
+    c = rng.uniform(1, 2, size=(n, b, b))
+    perm = np.stack([rng.permutation(b) for _ in range(n)])
+    np.put_along_axis(c, perm[:, :, None], 0.1, axis=2)  # easy: clear row minima in distinct columns
+    c[::3, 0, :] = c[::3, 1, :]  # every third problem: two equal rows (a tie, shortcut must decline)
+    ref = np.stack([linear_sum_assignment(m)[1] for m in c])
+    np.testing.assert_array_equal(assign(c), ref)
+    np.testing.assert_array_equal(assign(c, lockstep=True), ref)
+    # and through the comparator on templates whose blocks have distinct means (dlib-like)
+    x = _templates(30, 64) * 0.1 + np.repeat(np.arange(8), 8)[None, :].astype(np.float32)
+    p = PEMIU(block_size=8, seed=4).transform(x)
+    np.testing.assert_allclose(PEMIUComparator(8).pairwise(p, p), _reference_matrix(p, p, 8), atol=1e-6, rtol=0)
+
+
+def test_realignment_rate_structured_vs_random():
+    from facepriv.protections.pe_miu import realignment_rate
+
+    rng = np.random.default_rng(0)
+    structured = rng.normal(size=(12, 64)) * 0.05 + np.repeat(np.arange(8), 8)[None, :]  # distinct block means
+    assert realignment_rate(structured[:6], structured[6:], 8) == 1.0
+    noise = rng.normal(size=(12, 64))
+    assert realignment_rate(noise[:6], noise[6:], 8) < 0.2

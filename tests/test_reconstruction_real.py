@@ -83,7 +83,11 @@ def test_cli_train_eval_on_real_faces(small_set, celeba_dir, tmp_path):
     assert s["n_test_identities"] == 2 and set(s["rsr"].values()) <= set(np.arange(0, 7) / 6)
     assert 0 < s["ssim"] < 1 and s["psnr"] > 0 and 0 < s["mse"] < 1
     assert "gender_accuracy" in s and (out / "samples.png").is_file()
+    assert s["protection"]["name"] == "pe_miu" and s["protection"]["params"]["seed"] == "<secret>"
     assert main(ev) == 2  # summary exists: refuses without --overwrite
+    # the same decoder attacking plain templates (protection override at evaluation)
+    assert main(ev + ["--overwrite", "--protection", "unprotected", "--no-gender"]) == 0
+    assert json.loads((out / "summary.json").read_text())["protection"] is None
 
     (run / "decoder.pt").write_bytes(b"\x00garbage")
     assert main(ev + ["--overwrite"]) == 2

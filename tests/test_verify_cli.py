@@ -170,6 +170,11 @@ def test_verify_bad_inputs(tmp_path, capsys):
     assert not (tmp_path / "v.json").exists()
     code, _, err = _run([npz, "--out", npz], capsys)
     assert code == 2 and "different paths" in err
+    two = EmbeddingSet(np.eye(4, dtype=np.float32), np.array(list("abcd")), np.array(list("xxyy")),
+                       protection={"name": "no_such_protection", "params": {}})
+    bogus = save_embeddings(two, tmp_path / "bogus.npz")
+    code, _, err = _run([bogus, "--out", tmp_path / "v.json"], capsys)
+    assert code == 2 and "bogus.npz" in err and "no_such_protection" in err
 
 
 def test_verify_help(capsys):
@@ -178,3 +183,34 @@ def test_verify_help(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--pairs" in text and "--det" in text and "FVC2000" in text
+
+
+@pytest.mark.slow
+def test_privacy_rates_on_real_templates(real_npz):
+    """Success rates and PSR/top-k on real dlib templates agree with the verification report."""
+    from facepriv.metrics.privacy import psr_at_k, rank_of_true_identity, success_rate, topk_accuracy
+    from facepriv.metrics.verification import scores_all_pairs, verification_report
+
+    es = load_embeddings(real_npz)
+    gen, imp = scores_all_pairs(es)
+    rep = verification_report(gen, imp)
+    # a "replay" of genuine comparisons succeeds exactly as often as the system accepts them
+    for fmr, rate in success_rate(gen, rep.threshold_at_fmr).items():
+        assert float(rate) == pytest.approx(1 - rep.fnmr_at_fmr[fmr])
+        assert rate.ci_low <= float(rate) <= rate.ci_high
+    # identification against leave-one-out identity centroids: dlib finds most people at rank 0
+    names, codes = np.unique(es.identity, return_inverse=True)
+    e = es.embeddings / np.linalg.norm(es.embeddings, axis=1, keepdims=True)
+    sums = np.stack([e[codes == c].sum(0) for c in range(names.size)])
+    counts = np.bincount(codes).astype(float)
+    scores = np.empty((len(e), names.size))
+    for i in range(len(e)):
+        cent = sums.copy()
+        cent[codes[i]] -= e[i]
+        cent /= np.maximum(counts - (np.arange(names.size) == codes[i]), 1)[:, None]
+        scores[i] = cent @ e[i] / np.linalg.norm(cent, axis=1)
+    ranks = rank_of_true_identity(scores, codes)
+    top = topk_accuracy(ranks, ks=(1, 3, 8))
+    psr = psr_at_k(ranks, ks=(1, 3, 8))
+    assert float(top[1]) > 0.8 and float(top[8]) == 1.0
+    assert all(float(psr[k]) == pytest.approx(100 * (1 - float(top[k]))) for k in top)

@@ -83,20 +83,37 @@ def _library_versions() -> str:
     return f"dlib={dlib.__version__};cv2={cv2.__version__}"
 
 
+def _tag(recipe: str) -> str:
+    return f"facepriv-crops-v{CACHE_VERSION}\0{recipe}\0{_library_versions()}"
+
+
+def _stamps(root: Path, rel_paths: list[str]) -> dict[str, tuple[int, int] | None]:
+    """(size, mtime_ns) of each file, None when it cannot be stat'ed."""
+    out: dict[str, tuple[int, int] | None] = {}
+    for rel in rel_paths:
+        try:
+            st = (root / rel).stat()
+            out[rel] = (int(st.st_size), int(st.st_mtime_ns))
+        except OSError:
+            out[rel] = None
+    return out
+
+
 def crops_cache_key(root: str | os.PathLike[str], rel_paths: list[str], recipe: str) -> str:
     """sha256 over recipe, library versions, the root's absolute path and each file's path/size/mtime.
 
     The order of ``rel_paths`` does not matter (the same images in another order hit the cache).
     """
     r = Path(root).resolve()
+    return _key(r, _stamps(r, list(rel_paths)), recipe)
+
+
+def _key(r: Path, stamps: dict[str, tuple[int, int] | None], recipe: str) -> str:
     h = hashlib.sha256()
-    h.update(f"facepriv-crops-v{CACHE_VERSION}\0{recipe}\0{_library_versions()}\0{r}\0".encode())
-    for rel in sorted(rel_paths):
-        try:
-            st = (r / rel).stat()
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        except OSError:
-            h.update(f"{rel}\0missing\0".encode())
+    h.update(f"{_tag(recipe)}\0{r}\0".encode())
+    for rel in sorted(stamps):
+        st = stamps[rel]
+        h.update((f"{rel}\0{st[0]}\0{st[1]}\0" if st else f"{rel}\0missing\0").encode())
     return h.hexdigest()
 
 
@@ -129,9 +146,53 @@ def _load_cache(path: Path, rel_paths: list[str], recipe: str) -> AlignedCrops |
     return AlignedCrops(crops, ids, fails, recipe)
 
 
-def _save_cache(path: Path, ac: AlignedCrops) -> None:
+def _reuse_cached(
+    r: Path, stamps: dict[str, tuple[int, int] | None], recipe: str, shape: tuple[int, int]
+) -> dict[str, np.ndarray | str]:
+    """Crops (or failure reasons) of requested images found in other cache files of the same root.
+
+    A subset, superset or overlapping list of an earlier run is served without re-detection; an
+    entry is used only when the file's size and mtime still match the ones recorded.
+    """
+    want = {rel for rel, st in stamps.items() if st is not None}
+    found: dict[str, np.ndarray | str] = {}
+    folder = _cache_file("x").parent
+    if not folder.is_dir():
+        return found
+    tag, root_s = _tag(recipe), str(r)
+    files = sorted(folder.glob("*.npz"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in files:
+        if len(found) == len(want):
+            break
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                if "root" not in z.files or str(z["root"]) != root_s or str(z["tag"]) != tag:
+                    continue
+                names = [str(x) for x in z["ids"]] + [str(x) for x in z["fail_paths"]]
+                st = z["stamps"]
+                use = [
+                    i for i, n in enumerate(names)
+                    if n in want and n not in found and stamps[n] == (int(st[i, 0]), int(st[i, 1]))
+                ]
+                if not use:
+                    continue
+                n_ok = len(z["ids"])
+                crops = z["crops"] if any(i < n_ok for i in use) else None
+                reasons = [str(x) for x in z["fail_reasons"]]
+        except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile, EOFError):
+            continue
+        if crops is not None and crops.shape[1:] != (*shape, 3):
+            continue
+        for i in use:
+            found[names[i]] = crops[i] if i < n_ok else reasons[i - n_ok]
+    return found
+
+
+def _save_cache(path: Path, ac: AlignedCrops, r: Path, stamps: dict[str, tuple[int, int] | None]) -> None:
     from facepriv.fileio import atomic_path
 
+    names = ac.ids + [f[0] for f in ac.failures]
+    st = np.array([stamps.get(n) or (-1, -1) for n in names], dtype=np.int64).reshape(-1, 2)
     try:
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(
@@ -140,6 +201,9 @@ def _save_cache(path: Path, ac: AlignedCrops) -> None:
                 ids=np.array(ac.ids, dtype=str),
                 fail_paths=np.array([f[0] for f in ac.failures], dtype=str),
                 fail_reasons=np.array([f[1] for f in ac.failures], dtype=str),
+                root=np.array(str(r)),
+                tag=np.array(_tag(ac.recipe)),
+                stamps=st,
             )
     except OSError as exc:  # a full or read-only cache must not fail the run
         log.warning("could not write crops cache %s (%s)", path, exc)
@@ -174,18 +238,35 @@ def align_images(
     if len(set(rel_paths)) != len(rel_paths):
         raise ParameterError("align_images: the image list has duplicates")
     aligner = get_aligner(recipe)
-    cpath = _cache_file(crops_cache_key(root, rel_paths, recipe)) if cache else None
-    if cpath is not None:
+    r = Path(root)
+    h, w = aligner.output_size
+    cpath, reuse, stamps = None, {}, {}
+    if cache:
+        rabs = r.resolve()
+        stamps = _stamps(rabs, rel_paths)
+        cpath = _cache_file(_key(rabs, stamps, recipe))
         hit = _load_cache(cpath, rel_paths, recipe)
         if hit is not None:
             log.info("aligned crops of %d images loaded from cache %s", len(rel_paths), cpath)
             return hit
-    r = Path(root)
-    h, w = aligner.output_size
+        reuse = _reuse_cached(rabs, stamps, recipe, (h, w))
+        if reuse:
+            log.info("%d of %d images found in earlier crops caches", len(reuse), len(rel_paths))
     crops = np.empty((len(rel_paths), h, w, 3), dtype=np.uint8)
     ids: list[str] = []
     failures: list[tuple[str, str]] = []
-    for rel in progress(rel_paths, desc=f"detect+align ({recipe})", unit="img"):
+    todo = sum(1 for rel in rel_paths if rel not in reuse)
+    bar = progress(total=todo, desc=f"detect+align ({recipe})", unit="img")
+    for rel in rel_paths:
+        if rel in reuse:
+            got = reuse[rel]
+            if isinstance(got, str):
+                failures.append((rel, got))
+            else:
+                crops[len(ids)] = got
+                ids.append(rel)
+            continue
+        bar.update(1)
         try:
             res = aligner.align(load_rgb(r / rel))
         except InputFileError as exc:
@@ -203,8 +284,9 @@ def align_images(
     out = AlignedCrops(kept, ids, failures, recipe)
     if failures:
         log.info("%d of %d image(s) gave no aligned face", len(failures), len(rel_paths))
+    bar.close()
     if cpath is not None:
-        _save_cache(cpath, out)
+        _save_cache(cpath, out, r.resolve(), stamps)
     return out
 
 

@@ -23,6 +23,7 @@ from facepriv.progress import progress
 log = logging.getLogger(__name__)
 
 SWEEP = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+PARTS = ("table", "sweep", "transfer")
 
 
 def _eval_subset(features: FeatureSet, split_seed: int, max_eval: int | None, seed: int) -> FeatureSet:
@@ -56,6 +57,7 @@ def run_experiment(
     max_eval: int | None = 300,
     offline_epochs: int = 0,
     seed: int = 0,
+    parts: tuple[str, ...] = PARTS,
 ) -> dict:
     """Run every evaluation and write ``summary.json`` plus plots into ``out_dir``.
 
@@ -63,6 +65,9 @@ def run_experiment(
     must be in both (the paper uses ResRec for both in Table 1 and Fig. 4).
     """
     out = Path(out_dir)
+    unknown = set(parts) - set(PARTS)
+    if unknown or not parts:
+        raise ParameterError(f"parts must be a non-empty subset of {', '.join(PARTS)}, got {', '.join(parts)}")
     out.mkdir(parents=True, exist_ok=True)
     if main_arch not in shadows or main_arch not in attackers:
         raise ParameterError(f"main architecture {main_arch!r} needs both a shadow and an attacker run")
@@ -79,9 +84,14 @@ def run_experiment(
     att = {a: load_decoder(r, system.client)[0] for a, r in attackers.items()}
     log.info("eval set: %d images of %d identities; SRRA threshold %.4f", len(ev), len(np.unique(ev.identity)), ctx.srra_threshold)
 
+    cache: dict[tuple[str, float], np.ndarray] = {}
+
     def advface(arch: str, e: float) -> np.ndarray:
-        prot = AdvFace(shadow=shadows[arch], eps=e, alpha=alpha, steps=steps, bound=bound, seed=seed).fit()
-        return prot.transform(ev.features)
+        # each (shadow, eps) is protected once and shared by the table, sweep and transfer parts
+        if (arch, e) not in cache:
+            prot = AdvFace(shadow=shadows[arch], eps=e, alpha=alpha, steps=steps, bound=bound, seed=seed).fit()
+            cache[(arch, e)] = prot.transform(ev.features)
+        return cache[(arch, e)]
 
     table: list[dict] = []
     recon_by_method: dict[str, torch.Tensor] = {}
@@ -92,25 +102,25 @@ def run_experiment(
         "advface": lambda: advface(main_arch, eps),
     }
     protected_main: dict[str, np.ndarray] = {}
-    for name, make in progress(methods.items(), desc="Table 1 methods"):
+    for name, make in progress(methods.items() if "table" in parts else (), desc="Table 1 methods"):
         z = make()
         protected_main[name] = z
         res, recon = ctx.evaluate(name, eps if name != "unprotected" else 0.0, main_arch, att[main_arch], z)
         table.append(res.to_dict())
         recon_by_method[name] = recon[:8]
-    if offline_epochs > 0:
+    if offline_epochs > 0 and "table" in parts:
         table.append(_offline_row(system, features, shadows[main_arch], split_seed, ctx, att[main_arch],
                                   protected_main["advface"], eps, alpha, steps, bound, offline_epochs, seed, main_arch))
 
     sweep_rows: list[dict] = []
-    for e in progress(sweep, desc="eps sweep"):
-        z = protected_main["advface"] if e == eps else advface(main_arch, e)
+    for e in progress(sweep if "sweep" in parts else (), desc="eps sweep"):
+        z = advface(main_arch, e)
         res, _ = ctx.evaluate("advface", e, main_arch, att[main_arch], z)
         sweep_rows.append(res.to_dict())
 
     transfer: dict[str, dict[str, dict[str, float]]] = {}
-    for s_arch in progress(shadows, desc="transfer (shadow)"):
-        z = protected_main["advface"] if s_arch == main_arch else advface(s_arch, eps)
+    for s_arch in progress(shadows if "transfer" in parts else {}, desc="transfer (shadow)"):
+        z = advface(s_arch, eps)
         transfer[s_arch] = {}
         for a_arch, net in att.items():
             res: MethodResult
@@ -118,15 +128,17 @@ def run_experiment(
             transfer[s_arch][a_arch] = {"ssim": res.ssim, "psnr": res.psnr, "mse": res.mse, "srra": res.srra}
 
     originals = torch.from_numpy(faces.crops[:8]).permute(0, 3, 1, 2).float() / 255.0
-    plot_reconstruction_grid(originals, recon_by_method, out / "reconstructions.png")
-    plot_tradeoff(sweep_rows, out / "tradeoff_psnr_accuracy.png")
+    if recon_by_method:
+        plot_reconstruction_grid(originals, recon_by_method, out / "reconstructions.png")
+    if sweep_rows:
+        plot_tradeoff(sweep_rows, out / "tradeoff_psnr_accuracy.png")
     summary = {
         "model": features.model, "cut": features.cut, "feature_shape": list(features.features.shape[1:]),
         "eval_images": len(ev), "eval_identities": int(len(np.unique(ev.identity))),
         "srra_fmr": 0.001, "srra_threshold": ctx.srra_threshold,
         "accuracy_protocol": {**ctx.protocol.counts(), "rule": "enrolled=Psi(stored feature), probe=Psi(E(image)); 10-fold, threshold on 9 folds"},
         "settings": {"eps": eps, "alpha": alpha, "steps": steps, "bound": bound, "main_arch": main_arch,
-                     "shadows": shadows, "attackers": attackers, "split_seed": split_seed},
+                     "shadows": shadows, "attackers": attackers, "split_seed": split_seed, "parts": list(parts)},
         "table": table, "sweep": sweep_rows, "transfer": transfer,
     }
     write_json_atomic(out / "summary.json", summary)

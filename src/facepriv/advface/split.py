@@ -17,7 +17,13 @@ from facepriv.models.zoo import get_model
 
 #: AdvFace's default cut for dlib_resnet: the first stage, an early feature map (32 x 35 x 35)
 #: like the paper's "first three convolutional layers" of FaceNet.
-DEFAULT_CUTS = {"dlib_resnet": "stage1"}
+DEFAULT_CUTS = {
+    "dlib_resnet": "stage1",
+    # ONNX ports: node outputs after their first three convolutions (early, high-resolution maps)
+    "mobilefacenet": "347",
+    "sface": "conv_3_relu",
+    "edgeface": "/model/stages/stages.0/blocks/blocks.2/Add_output_0",
+}
 
 
 @dataclass

@@ -123,6 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fs, args.images, _runs(args.shadow, "shadow"), _runs(args.attacker, "attacker"), out,
         main_arch=args.main_arch, eps=args.eps, alpha=args.alpha, steps=args.steps, bound=args.bound,
         sweep=_floats(args.sweep), max_eval=args.max_eval, offline_epochs=args.offline_epochs, seed=args.seed,
+        parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
     )
     print(f"{'method':<16}{'SSIM':>7}{'PSNR':>8}{'MSE':>8}{'SRRA':>8}{'acc':>8}")
     for r in summary["table"]:
@@ -193,6 +194,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--bound", choices=("ball", "step"), default="ball")
     q.add_argument("--sweep", default="0,0.05,0.1,0.15,0.2,0.25,0.3", help="eps values of the trade-off sweep")
     q.add_argument("--max-eval", type=int, default=300, help="cap the eval images (whole identities)")
+    q.add_argument("--parts", default="table,sweep,transfer",
+                   help="which evaluations to run: table (Table 1), sweep (Fig. 4), transfer (Table 4)")
     q.add_argument("--offline-epochs", type=int, default=0, help="also fine-tune Psi on adversarial features (offline mode)")
     q.add_argument("--out", required=True, help="output folder (summary.json, plots)")
     common(q)

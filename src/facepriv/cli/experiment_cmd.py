@@ -25,9 +25,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             params["labels"] = str(labels)
         cfg = resolve(replace(cfg, dataset=ComponentSpec("dataset", "folder", params, "folder")))
     if args.seed is not None:
-        cfg = resolve(replace(cfg, seed=args.seed, protections=tuple(
-            replace(p, params={k: v for k, v in p.params.items() if k != "seed"}) for p in cfg.protections),
-            attacks=tuple(replace(a, params={k: v for k, v in a.params.items() if k != "seed"}) for a in cfg.attacks)))
+        # re-derive the component seeds that came from the old master seed; explicit ones stay
+        def strip(specs, offset):
+            return tuple(replace(sp, params={k: v for k, v in sp.params.items()
+                                             if not (k == "seed" and v == cfg.seed + offset + i)})
+                         for i, sp in enumerate(specs))
+
+        cfg = resolve(replace(cfg, seed=args.seed, protections=strip(cfg.protections, 1000),
+                              attacks=strip(cfg.attacks, 2000)))
     out = args.out or (Path(cfg.output) if cfg.output else Path("runs") / cfg.name)
     run_dir = run_experiment(cfg, out, overwrite=args.overwrite, report=not args.no_report)
     _summary(run_dir, args.no_report)
@@ -42,7 +47,7 @@ def _summary(run_dir: Path, no_report: bool = False) -> None:
     for mm in m["models"].values():
         for plabel, p in mm["protections"].items():
             for name, c in [("utility", p.get("utility")), *p.get("attacks", {}).items()]:
-                if c and c.get("status", "ok") != "ok":
+                if c and c.get("status", "ok") not in ("ok", "not_applicable"):
                     problems.append(f"  {plabel} / {name}: {c.get('status')} ({c.get('message')})")
     if problems:
         print("cells not computed:")

@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning: on a loaded 2-core machine spinning threads made
+# torch 4x slower (benchmarks/RESULTS_dlib_resnet.md). Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from facepriv import __version__
 from facepriv.errors import FacePrivError
@@ -62,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.quiet:
-        import os
-
         os.environ["FACEPRIV_NO_PROGRESS"] = "1"
     if not getattr(args, "handler", None):
         parser.print_help()

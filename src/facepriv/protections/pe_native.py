@@ -76,6 +76,25 @@ static int lsa(int64_t n, const double *cost, int64_t *col4row, double *u, doubl
     return 0;
 }
 
+/* Shortcut: when every row's minimum is clearly below the rest of its row (relative margin
+ * 1e-9) and the row minima lie in distinct columns, that assignment is the unique optimum, so any
+ * exact solver (SciPy's included) returns it. Returns 1 and fills col4row, else 0. */
+static int rowmin_assignment(int64_t n, const double *cost, int64_t *col4row, char *used)
+{
+    for (int64_t j = 0; j < n; j++) used[j] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double *c = cost + i * n;
+        int64_t best = 0;
+        for (int64_t j = 1; j < n; j++) if (c[j] < c[best]) best = j;
+        double margin = 1e-9 * (fabs(c[best]) + 1e-300);
+        for (int64_t j = 0; j < n; j++) if (j != best && c[j] - c[best] <= margin) return 0;
+        if (used[best]) return 0;
+        used[best] = 1;
+        col4row[i] = best;
+    }
+    return 1;
+}
+
 /* Scores of ca x cb template pairs.
  * G: (ca*nb_, cb*nb_) row-major Gram of blocks, G[(p*nb_+i), (q*nb_+j)] = a_p,i . b_q,j
  * sqa: (ca*nb_) squared block norms of a; sqb: (cb*nb_) of b; na, nb: template norms.
@@ -104,7 +123,8 @@ int pemiu_scores(const double *G, const double *sqa, const double *sqb, const do
                         cost[i * n + j] = sqrt(d2 > 0 ? d2 : 0.0);
                     }
                 }
-                if (lsa(n, cost, col4row, u, v, spc, path, row4col, SR, SC, rem) != 0) { failed = 1; continue; }
+                if (!rowmin_assignment(n, cost, col4row, SR) &&
+                    lsa(n, cost, col4row, u, v, spc, path, row4col, SR, SC, rem) != 0) { failed = 1; continue; }
                 double s = 0;
                 for (int64_t i = 0; i < n; i++) s += G[(p * n + i) * ld + q * n + col4row[i]];
                 double den = na[p] * nb[q];

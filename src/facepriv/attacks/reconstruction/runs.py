@@ -23,10 +23,17 @@ from facepriv.attacks.reconstruction.data import (
     load_paired,
     resize_crops,
 )
-from facepriv.attacks.reconstruction.trainer import TrainConfig, TrainResult, load_decoder, train_decoder
+from facepriv.attacks.reconstruction.trainer import (
+    CHECKPOINT,
+    CONFIG,
+    TrainConfig,
+    TrainResult,
+    load_decoder,
+    train_decoder,
+)
 from facepriv.attacks.reconstruction.viz import pair_grid, save_png
 from facepriv.embeddings import EmbeddingSet, load_embeddings
-from facepriv.errors import InputFileError, ParameterError
+from facepriv.errors import InputFileError, OutputExistsError, ParameterError
 from facepriv.fileio import check_writable, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -90,6 +97,9 @@ def train_run(
     public parameters are written to ``config.json``. ``max_train`` caps the number of training
     images (seeded subset) for CPU-sized runs.
     """
+    run = Path(out)
+    if ((run / CHECKPOINT).exists() or (run / CONFIG).exists()) and not (resume or overwrite):
+        raise OutputExistsError(run)
     data, model = _load(embeddings, images, model_name)
     train_mask, test_mask = identity_split(data.es.identity, cfg.test_fraction, cfg.seed)
     train, test = data.subset(train_mask), data.subset(test_mask)
@@ -116,14 +126,14 @@ def train_run(
     }
     targets = resize_crops(train.crops, cfg.size)
     preview = (pv_inputs, resize_crops(test.crops[pv_rows], cfg.size))
-    result = train_decoder(
-        inputs, targets, cfg, out, model.torch_module(), tuple(model.card.input_size), preview, resume, overwrite, max_steps
-    )
+    # written before training, so an interrupted run can still be evaluated on unseen identities
     write_json_atomic(
-        Path(out) / SPLIT,
+        run / SPLIT,
         {"seed": cfg.seed, "train_identities": sorted(set(train.es.identity.tolist())), "test_identities": sorted(set(test.es.identity.tolist()))},
     )
-    return result
+    return train_decoder(
+        inputs, targets, cfg, out, model.torch_module(), tuple(model.card.input_size), preview, resume, overwrite, max_steps
+    )
 
 
 def _held_out(data: PairedData, run: Path, path) -> PairedData:
@@ -152,12 +162,18 @@ def evaluate_run(
     overwrite: bool = False,
     seed: int = 0,
     gender: bool = True,
+    max_test: int | None = None,
+    protection: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the decoder of ``run`` on the held-out identities of ``embeddings``; write ``out``.
 
     The protection the decoder was trained against is re-created from the run's config (public
     parameters) updated with ``protection_params`` (secrets such as a fixed-permutation seed are
-    not stored, so pass them again). Writes ``summary.json``, ``samples.png`` and ``scores.csv``.
+    not stored, so pass them again). ``max_test`` evaluates a seeded subset of that many held-out
+    images (thresholds then come from that subset too). Writes ``summary.json``, ``samples.png``
+    and ``scores.csv``. ``protection`` (a registered name, with ``protection_params``) replaces
+    the run's protection for the test templates: e.g. a decoder trained on unprotected templates
+    attacking PE-MIU templates (``"unprotected"`` evaluates on plain templates).
     """
     from facepriv.attacks.reconstruction.evaluate import evaluate_reconstructions
 
@@ -169,20 +185,29 @@ def evaluate_run(
     if data.es.dim != cfg.embedding_dim and cfg.protection is None:
         raise InputFileError(embeddings, f"embeddings have dimension {data.es.dim}, the decoder expects {cfg.embedding_dim}")
     test = _held_out(data, run, embeddings)
+    if max_test is not None and max_test < len(test):
+        if max_test < 2:
+            raise ParameterError(f"max_test must be at least 2, got {max_test}")
+        rng = np.random.default_rng(seed)
+        test = test.subset(np.sort(rng.choice(len(test), size=max_test, replace=False)))
     inputs = test.es.embeddings
-    if cfg.protection is not None:
-        params = {k: v for k, v in dict(cfg.protection.get("params", {})).items() if v != "<secret>"}
+    record, applied = cfg.protection, None
+    if protection is not None:
+        record = None if protection in ("unprotected", "none", "") else {"name": protection, "params": {}}
+    if record is not None:
+        params = {k: v for k, v in dict(record.get("params", {})).items() if v != "<secret>"}
         params.update(protection_params or {})
         if params.get("moved_blocks") is None and "seed" not in (protection_params or {}):
             # fresh per-template permutations: draw the victims' ones from another stream than the
             # attacker's training templates (the fixed variant needs the system's seed instead)
             params["seed"] = EVAL_PROTECTION_SEED + seed
-        prot = make_protection(cfg.protection["name"], params)
+        prot = make_protection(record["name"], params)
         inputs = prot.protect(test.es).embeddings
+        applied = prot.record()
     if inputs.shape[1] != cfg.embedding_dim:
         raise ParameterError(f"protected templates have dimension {inputs.shape[1]}, the decoder expects {cfg.embedding_dim}")
     summary, recon, scores = evaluate_reconstructions(test, inputs, decoder, model, transfer_models, gender, seed)
-    summary = {"run": str(run), "protection": cfg.protection, "train_config": {k: v for k, v in cfg.to_dict().items() if k != "extra"}, **summary}
+    summary = {"run": str(run), "protection": applied, "train_config": {k: v for k, v in cfg.to_dict().items() if k != "extra"}, **summary}
     outp.mkdir(parents=True, exist_ok=True)
     rows = _preview_rows(test.es.identity, 16)
     save_png(pair_grid(resize_crops(test.crops[rows], cfg.size), recon[rows]), outp / "samples.png")
