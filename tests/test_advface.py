@@ -172,6 +172,11 @@ def test_cli_end_to_end_on_real_faces(small_faces, tmp_path, capsys):
         assert 0 <= r["ssim"] <= 1 and r["psnr"] > 0 and 0 <= r["srra"] <= 1 and 0 <= r["accuracy"] <= 1
     assert (out / "tradeoff_psnr_accuracy.png").stat().st_size > 1000
     assert (out / "reconstructions.png").stat().st_size > 1000
+    md = (out / "summary.md").read_text()
+    assert "| AdvFace | 0.20 |" in md and "| unprotected | 0.00 |" in md and "### Transfer" in md
+    # a finished evaluation is not replaced without --overwrite
+    assert main(["advface", "eval", "--features", f, "--images", d, "--shadow", f"resrec={tmp_path / 'shadow'}",
+                 "--attacker", f"resrec={tmp_path / 'attacker'}", "--out", str(out)]) == 2
     # bad inputs exit 2 with a message
     assert main(["advface", "protect", "--features", f, "--method", "random_noise", "--eps", "-1",
                  "--out", str(tmp_path / "x.npz")]) == 2

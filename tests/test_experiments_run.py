@@ -169,8 +169,13 @@ def test_demo_on_a_user_folder(celeba_dir, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["dataset"]["identities"] == 6 and m["dataset"]["name"] == "folder"
     assert (out / "report.html").is_file()
-    # rerunning without --overwrite is refused with exit code 2
-    assert main(["-q", "demo", "--data", str(data), "--labels", str(tmp_path / "labels.csv"), "--out", str(out)]) == 2
+    # rerunning the same demo shows the finished run and changes nothing
+    before = (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["-q", "demo", "--data", str(data), "--labels", str(tmp_path / "labels.csv"), "--out", str(out)]) == 0
+    assert "already run" in capsys.readouterr().out and (out / "metrics.json").read_bytes() == before
+    # the demo of another dataset into the same folder is refused with exit code 2
+    assert main(["-q", "demo", "--out", str(out)]) == 2
 
 
 def test_demo_default_dataset_end_to_end(tmp_path, capsys):
@@ -183,6 +188,9 @@ def test_demo_default_dataset_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--out", str(out)]) == 0
     assert f"report:  {out / 'report.html'}" in capsys.readouterr().out
+    # running the README's first command again shows the finished demo instead of failing
+    assert main(["-q", "demo", "--out", str(out)]) == 0
+    assert "already run" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     assert m["dataset"]["images"] == 118 and m["dataset"]["identities"] == 5
     prots = m["models"]["dlib_resnet"]["protections"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from facepriv.errors import InputFileError
-from facepriv.fileio import atomic_path, check_writable
+from facepriv.fileio import atomic_path, check_writable, read_npz
 
 REQUIRED_KEYS = ("embeddings", "ids", "identity")
 _META_KEYS = ("model", "protection")
@@ -115,15 +114,7 @@ def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingSet:
         Missing file, not an npz, missing keys, wrong shapes, non-finite values, object arrays.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputFileError(p, "no such file")
-    try:
-        with np.load(p, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise InputFileError(p, f"not a readable .npz file ({exc})") from None
-    except ValueError as exc:  # object arrays need pickle, which we refuse
-        raise InputFileError(p, f"not a readable .npz file: loading it would need pickle, which is refused ({exc})") from None
+    data = read_npz(p)
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise InputFileError(p, f"missing key(s) {', '.join(missing)}; an embeddings file needs {', '.join(REQUIRED_KEYS)}")

@@ -10,13 +10,14 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facepriv.errors import OutputExistsError
+from facepriv.errors import InputFileError, OutputExistsError
 
 
 def check_writable(path: str | os.PathLike[str], overwrite: bool) -> Path:
@@ -94,3 +95,31 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_npz(path: str | os.PathLike[str], what: str = "") -> dict[str, np.ndarray]:
+    """All arrays of an untrusted ``.npz`` file, never unpickling anything.
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        Kind of file for the error message (e.g. ``"feature"``).
+
+    Raises
+    ------
+    InputFileError
+        Missing file, not an npz, or arrays that would need pickle (object arrays).
+    """
+    p = Path(path)
+    kind = f"{what} .npz" if what else ".npz"
+    if not p.is_file():
+        raise InputFileError(p, "no such file")
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InputFileError(p, f"not a readable {kind} file ({exc})") from None
+    except ValueError as exc:  # object arrays need pickle, which we refuse
+        raise InputFileError(p, f"not a readable {kind} file: loading it would need pickle, which is refused ({exc})") from None

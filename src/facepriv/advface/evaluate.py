@@ -82,7 +82,7 @@ class EvalContext:
         return cls(system, faces, clean, desc, thr, proto)
 
     def accuracy(self, server: nn.Module | None, protected: np.ndarray) -> tuple[float, float]:
-        """10-fold accuracy: enrolled = Psi(protected feature), probe = Psi(E(image)) (clean)."""
+        """k-fold accuracy (10 folds when the eval set has >= 20 identities): enrolled = Psi(protected feature), probe = Psi(E(image)) (clean)."""
         if server is None:
             enrolled = self.system.describe(protected)
         else:

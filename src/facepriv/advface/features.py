@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from facepriv.errors import InputFileError
-from facepriv.fileio import atomic_path, check_writable
+from facepriv.fileio import atomic_path, check_writable, read_npz
 
 
 @dataclass(frozen=True)
@@ -80,13 +79,7 @@ def save_features(fs: FeatureSet, path: str | os.PathLike[str], overwrite: bool 
 def load_features(path: str | os.PathLike[str]) -> FeatureSet:
     """Read and validate a feature file (no pickle)."""
     p = Path(path)
-    if not p.is_file():
-        raise InputFileError(p, "no such file")
-    try:
-        with np.load(p, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise InputFileError(p, f"not a readable feature .npz file ({exc})") from None
+    data = read_npz(p, "feature")
     missing = [k for k in ("features", "ids", "identity", "model", "cut") if k not in data]
     if missing:
         raise InputFileError(p, f"missing key(s) {', '.join(missing)}; is this a feature file from `facepriv advface extract`?")

@@ -170,30 +170,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(handler=cmd_train)
 
     q = s.add_parser("protect", help="protect stored features: advface, random_noise or laplace_dp")
-    q.add_argument("--features", required=True)
-    q.add_argument("--method", choices=("advface", "random_noise", "laplace_dp"), default="advface")
+    q.add_argument("--features", required=True, help="feature file from `facepriv advface extract`")
+    q.add_argument("--method", choices=("advface", "random_noise", "laplace_dp"), default="advface",
+                   help="advface (PGD against the shadow decoder), random_noise (40 random sign steps) or "
+                        "laplace_dp (Laplace mechanism, budget 1.0, same bound); default advface")
     q.add_argument("--shadow", help="shadow decoder run folder (advface)")
     q.add_argument("--eps", type=float, default=0.2, help="noise bound (default 0.2)")
     q.add_argument("--alpha", type=float, default=0.2, help="sign-step size (default 0.2)")
     q.add_argument("--steps", type=int, default=40, help="iterations (default 40)")
     q.add_argument("--bound", choices=("ball", "step"), default="ball",
                    help="ball: |z_T - z_0| <= eps (PGD); step: |z_t+1 - z_t| <= eps (Eq. 6 literally)")
-    q.add_argument("--out", required=True)
+    q.add_argument("--out", required=True, help="protected feature file (.npz); the seed is not written into it")
     common(q)
     q.set_defaults(handler=cmd_protect)
 
     q = s.add_parser("eval", help="Table 1, eps sweep, transfer matrix and grids")
-    q.add_argument("--features", required=True)
-    q.add_argument("--images", required=True)
+    q.add_argument("--features", required=True, help="feature file from `facepriv advface extract`")
+    q.add_argument("--images", required=True, help="the image folder the features came from (originals for SSIM/PSNR)")
     q.add_argument("--shadow", required=True, help="ARCH=RUN[,ARCH=RUN...] shadow decoders")
     q.add_argument("--attacker", required=True, help="ARCH=RUN[,ARCH=RUN...] attacker decoders")
     q.add_argument("--main-arch", default="resrec", help="architecture of Table 1 and the sweep (default resrec)")
-    q.add_argument("--eps", type=float, default=0.2)
-    q.add_argument("--alpha", type=float, default=0.2)
-    q.add_argument("--steps", type=int, default=40)
-    q.add_argument("--bound", choices=("ball", "step"), default="ball")
+    q.add_argument("--eps", type=float, default=0.2, help="noise bound of Table 1 and the transfer matrix (default 0.2)")
+    q.add_argument("--alpha", type=float, default=0.2, help="sign-step size (default 0.2)")
+    q.add_argument("--steps", type=int, default=40, help="PGD iterations (default 40)")
+    q.add_argument("--bound", choices=("ball", "step"), default="ball",
+                   help="ball: |z_T - z_0| <= eps (PGD, default); step: per-step bound (Eq. 6 literally)")
     q.add_argument("--sweep", default="0,0.05,0.1,0.15,0.2,0.25,0.3", help="eps values of the trade-off sweep")
-    q.add_argument("--max-eval", type=int, default=300, help="cap the eval images (whole identities)")
+    q.add_argument("--max-eval", type=int, default=300, help="cap the eval images (at most 4 per identity, as many identities as fit; default 300)")
     q.add_argument("--parts", default="table,sweep,transfer",
                    help="which evaluations to run: table (Table 1), sweep (Fig. 4), transfer (Table 4)")
     q.add_argument("--offline-epochs", type=int, default=0, help="also fine-tune Psi on adversarial features (offline mode)")

@@ -67,13 +67,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from facepriv.experiments.demo import demo_config
-    from facepriv.experiments.runner import run_experiment
+    from facepriv.experiments.runner import resolved_yaml, run_experiment
 
     if args.labels is not None and args.data is None:
         from facepriv.errors import ParameterError
 
         raise ParameterError("--labels needs --data DIR")
     cfg = demo_config(args.data, args.labels)
+    resolved = args.out / "config.resolved.yaml"
+    if (not args.overwrite and (args.out / "metrics.json").is_file() and (args.out / "report.html").is_file()
+            and resolved.is_file() and resolved.read_text(encoding="utf-8") == resolved_yaml(cfg)):
+        # re-running the README's first command should show the finished demo, not fail
+        print(f"the demo has already run in {args.out} (pass --overwrite to run it again)")
+        _summary(args.out)
+        return 0
     run_dir = run_experiment(cfg, args.out, overwrite=args.overwrite)
     _summary(run_dir)
     return 0

@@ -70,6 +70,15 @@ LFW_PAIRS = Remote(
 DATASETS = ("five-celebrities", "lfw")
 
 
+
+def _write_labels(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """A labels CSV ``image,identity,gender`` of the fetched photos, sorted, written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "identity", "gender"])
+    w.writerows(sorted(rows))
+    write_text_atomic(path, buf.getvalue())
+
 def dataset_dir(name: str) -> Path:
     """Cache folder of a fetched dataset (may not exist yet)."""
     return cache_dir() / "datasets" / name
@@ -126,12 +135,7 @@ def extract_five_celebrities(archive: Path, root: Path) -> Path:
     if not rows:
         shutil.rmtree(tmp_root)
         raise MissingArtifactError(f"{archive}: no photos found under {FIVE_CELEBS_PREFIX}")
-    rows.sort()
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", "identity", "gender"])
-    w.writerows(rows)
-    write_text_atomic(tmp_root / "labels.csv", buf.getvalue())
+    _write_labels(tmp_root / "labels.csv", rows)
     if root.exists():
         shutil.rmtree(root)
     tmp_root.rename(root)
@@ -215,12 +219,7 @@ def fetch_lfw(archive_from: Path | None = None, pairs_from: Path | None = None) 
             with src, open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             rows.append((rel, rel.split("/")[0], ""))
-    rows.sort()
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", "identity", "gender"])
-    w.writerows(rows)
-    write_text_atomic(tmp_root / "labels.csv", buf.getvalue())
+    _write_labels(tmp_root / "labels.csv", rows)
     shutil.copyfile(pairs_tmp, tmp_root / "pairs.txt")
     if root.exists():
         shutil.rmtree(root)
