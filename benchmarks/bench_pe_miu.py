@@ -6,10 +6,11 @@ Timing the reference on all 10^6 pairs would take minutes, so it runs on the fir
 rows of the score matrix (``--ref-rows`` x N pairs) and its per-pair time is scaled; the scores of
 those rows are compared with the batched result (max |difference| must be <= 1e-6).
 
-    .venv/bin/python benchmarks/bench_pe_miu.py                 # 1000 x 1000, 512-d, block 32
-    .venv/bin/python benchmarks/bench_pe_miu.py --embeddings E.npz --block-size 8 --n 1000
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pe_miu.py          # 1000 x 1000, 512-d, block 32
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pe_miu.py --embeddings E.npz --block-size 8
 
-Both wall-clock and process CPU time are reported (the machine may be shared).
+Both wall-clock and process CPU time are reported (the machine may be shared). Process CPU time
+counts every thread of the process, so keep OpenBLAS to one thread (its idle threads spin).
 """
 
 from __future__ import annotations
@@ -71,7 +72,11 @@ def main() -> None:
     print(f"reference loop: {1e6 * w_ref:.2f} us/pair wall, {1e6 * c_ref:.2f} us/pair CPU "
           f"-> {n_pairs * w_ref:.1f} s for all {n_pairs} pairs (scaled from {ref.size})")
     runs = []
-    if pe_native.load() is not None:
+    lib = pe_native.load()
+    if lib is not None:
+        ties = pe_native.pemiu_pairwise(a[:r].reshape(r, nblk, -1), b.reshape(len(b), nblk, -1))
+        print(f"compiled path: {pe_native.build_info()}; {ties[1] if ties else 0} of {ref.size} reference pairs "
+              "had tied optimal assignments (solved in SciPy's order)")
         for t in args.threads:
             comp = PEMIUComparator(args.block_size, threads=t)
             w0, c0 = time.perf_counter(), time.process_time()
@@ -79,7 +84,7 @@ def main() -> None:
             runs.append((f"compiled, {t} thread(s)", time.perf_counter() - w0, time.process_time() - c0, s))
     else:
         print("compiled path unavailable (no C compiler)")
-    if args.numpy or pe_native.load() is None:
+    if args.numpy or lib is None:
         os.environ["FACEPRIV_NO_NATIVE"] = "1"
         w0, c0 = time.perf_counter(), time.process_time()
         s = PEMIUComparator(args.block_size).pairwise(a, b)

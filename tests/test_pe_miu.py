@@ -36,7 +36,12 @@ def path(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize(("d", "k"), [(128, 32), (128, 8), (512, 32), (64, 64)])
+@pytest.mark.parametrize(
+    ("d", "k"),
+    # B = 4, 16, 16, 1, 12, 5 (compiled: AVX-512 kernel where available), 32 (portable solver),
+    # 66 (SciPy-order solver only)
+    [(128, 32), (128, 8), (512, 32), (64, 64), (60, 5), (15, 3), (128, 4), (132, 2)],
+)
 def test_pairwise_matches_reference(path, d, k):
     x = _templates(40, d, seed=d + k)
     p = PEMIU(block_size=k, seed=3).transform(x)
@@ -71,6 +76,72 @@ def test_batched_solver_equals_scipy_assignment(integer):
     native = pe_native.lsa_batch(c)
     if native is not None:
         np.testing.assert_array_equal(native, ref)
+        np.testing.assert_array_equal(pe_native.lsa_batch(c, solver="scipy"), ref)
+
+
+def _cost_problems(kind: str, count: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random assignment problems, some with ties (equal-cost optima)."""
+    if kind == "normal":
+        return rng.normal(size=(count, n, n))
+    if kind == "distances":  # PE-MIU-like: Euclidean distances between random blocks
+        a, b = rng.normal(size=(2, count, n, 8))
+        return np.sqrt(((a[:, :, None, :] - b[:, None, :, :]) ** 2).sum(-1))
+    if kind == "integer":  # many tied optima
+        return rng.integers(0, 3, size=(count, n, n)).astype(float)
+    if kind == "duplicate":  # two equal rows and two equal columns: always tied
+        c = rng.uniform(size=(count, n, n))
+        c[:, -1] = c[:, 0]
+        c[:, :, -1] = c[:, :, 1 % n]
+        return c
+    if kind == "constant":
+        return np.full((count, n, n), 2.5)
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 12, 16, 17, 32])
+@pytest.mark.parametrize("kind", ["normal", "distances", "integer", "duplicate", "constant"])
+def test_fast_solver_is_optimal_and_certified_only_when_scipy_agrees(n, kind):
+    if pe_native.load() is None:
+        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    rng = np.random.default_rng(n * 31 + len(kind))
+    count = 300 if n <= 16 else 60
+    c = _cost_problems(kind, count, n, rng)
+    ref = np.stack([linear_sum_assignment(m)[1] for m in c])
+    ref_cost = np.take_along_axis(c, ref[:, :, None], axis=2).sum((1, 2))
+    fast = pe_native.fast_lsa_batch(c)
+    assert fast is not None
+    col, certified = fast
+    assert all(sorted(r) == list(range(n)) for r in col.tolist())  # permutations
+    fast_cost = np.take_along_axis(c, col[:, :, None], axis=2).sum((1, 2))
+    np.testing.assert_allclose(fast_cost, ref_cost, rtol=0, atol=1e-9 * max(1.0, np.abs(c).max()) * n)
+    # certified -> SciPy returns the same assignment; the combined solver always does
+    np.testing.assert_array_equal(col[certified], ref[certified])
+    np.testing.assert_array_equal(pe_native.lsa_batch(c), ref)
+    if kind in ("normal", "distances") and n > 1:
+        assert certified.all()  # continuous random costs: no ties
+    if kind in ("duplicate", "constant") and n > 1:
+        assert not certified.any()  # an equal-cost alternative always exists
+
+
+def test_non_finite_templates_are_rejected(path):
+    x = _templates(6, 64)
+    x[2, 5] = np.nan
+    with pytest.raises(ValueError):
+        PEMIUComparator(8).pairwise(x, x)
+
+
+def test_native_scores_count_tied_pairs():
+    if pe_native.load() is None:
+        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    x = _templates(20, 64, seed=3)
+    res = pe_native.pemiu_pairwise(x.reshape(20, 8, 8).astype(np.float64), x.reshape(20, 8, 8).astype(np.float64))
+    assert res is not None
+    assert res[1] == 0  # continuous templates: every optimum certified unique
+    ties = _templates(10, 64, seed=5, integer=True).reshape(10, 8, 8).astype(np.float64)
+    scores, nfb = pe_native.pemiu_pairwise(ties, ties)
+    assert nfb > 0  # integer blocks: ties, solved in SciPy's order
+    ref = _reference_matrix(ties.reshape(10, 64), ties.reshape(10, 64), 8)
+    np.testing.assert_allclose(scores, ref, atol=1e-6, rtol=0)
 
 
 def test_protection_is_a_block_permutation_and_scores_equal_unprotected_for_genuine_match():
