@@ -138,7 +138,8 @@ def run_experiment(
     if recon_by_method:
         plot_reconstruction_grid(originals, recon_by_method, out / "reconstructions.png")
     if sweep_rows:
-        plot_tradeoff(sweep_rows, out / "tradeoff_psnr_accuracy.png")
+        plot_tradeoff(sweep_rows, out / "tradeoff_psnr_accuracy.png",
+                      next((r for r in table if r["method"] == "unprotected"), None))
     summary = {
         "model": features.model, "cut": features.cut, "feature_shape": list(features.features.shape[1:]),
         "eval_images": len(ev), "eval_identities": int(len(np.unique(ev.identity))),

@@ -10,23 +10,39 @@ import torch
 from facepriv.fileio import atomic_path
 
 
-def plot_tradeoff(rows: list[dict], path: Path) -> None:
-    """Accuracy (x) against attacker PSNR (y) for each eps of the sweep, points labelled by eps."""
+def plot_tradeoff(rows: list[dict], path: Path, unprotected: dict | None = None) -> None:
+    """Paper Fig. 4: attacker PSNR and SRRA (left) and verification accuracy (right) against eps.
+
+    ``unprotected`` (a Table 1 row), when given, is drawn as dashed reference lines, so the cost
+    in accuracy and the gain in privacy read against the unprotected system.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    acc = [100 * r["accuracy"] for r in rows]
-    psnr = [r["psnr"] for r in rows]
-    ax.plot(acc, psnr, "o-", color="tab:blue")
-    for r, x, y in zip(rows, acc, psnr):
-        ax.annotate(f"eps={r['eps']:.2f}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("verification accuracy (%)")
-    ax.set_ylabel("attacker PSNR (dB)  (lower = more private)")
-    ax.set_title("AdvFace privacy-utility trade-off")
+    eps = [r["eps"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(eps, [r["psnr"] for r in rows], "o-", color="tab:blue", label="attacker PSNR (dB)")
+    ax.set_xlabel("AdvFace noise bound eps")
+    ax.set_ylabel("attacker PSNR (dB)  (lower = more private)", color="tab:blue")
     ax.grid(alpha=0.3)
+    right = ax.twinx()
+    acc = np.array([100 * r["accuracy"] for r in rows])
+    std = np.array([100 * r.get("accuracy_std", 0.0) for r in rows])
+    right.plot(eps, acc, "s-", color="tab:green", label="verification accuracy (%)")
+    right.fill_between(eps, acc - std, acc + std, color="tab:green", alpha=0.15)
+    right.plot(eps, [100 * r["srra"] for r in rows], "^-", color="tab:red", label="SRRA (%)")
+    right.set_ylabel("accuracy / SRRA (%)")
+    right.set_ylim(0, 101)
+    if unprotected is not None:
+        ax.axhline(unprotected["psnr"], color="tab:blue", ls="--", lw=1)
+        right.axhline(100 * unprotected["accuracy"], color="tab:green", ls="--", lw=1,
+                      label="unprotected (dashed)")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower left")
+    ax.set_title("AdvFace privacy-utility trade-off")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

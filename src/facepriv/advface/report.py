@@ -47,8 +47,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"{'x'.join(map(str, summary['feature_shape']))}); {summary['eval_images']} evaluation images of "
         f"{summary['eval_identities']} identities never seen by any decoder; PGD {s['steps']} steps, alpha "
         f"{s['alpha']}, bound `{s['bound']}`; SRRA at FMR {100 * summary['srra_fmr']:g}% (threshold "
-        f"{summary['srra_threshold']:.4f}); accuracy: {proto['folds']}-fold, {proto['genuine_pairs']} genuine + "
-        f"{proto['impostor_pairs']} impostor pairs, {proto['rule']}.",
+        f"{summary['srra_threshold']:.4f}); accuracy on {proto['genuine_pairs']} genuine + "
+        f"{proto['impostor_pairs']} impostor pairs: {proto['rule']}.",
         "",
     ]
     head = "| method | eps | SSIM | PSNR dB | MSE | SRRA | accuracy |\n|---|---|---|---|---|---|---|"
