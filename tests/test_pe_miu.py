@@ -123,6 +123,78 @@ def test_fast_solver_is_optimal_and_certified_only_when_scipy_agrees(n, kind):
         assert not certified.any()  # an equal-cost alternative always exists
 
 
+def _float_level_near_ties(count: int, n: int, rng: np.random.Generator, gap: float) -> np.ndarray:
+    """Problems with a unique optimum whose runner-up (rows 0 and 1 swapped) costs ``gap`` more:
+    far above the double certificate's margin, below the float check's."""
+    c = rng.uniform(1, 2, size=(count, n, n))
+    perm = np.stack([rng.permutation(n) for _ in range(count)])
+    np.put_along_axis(c, perm[:, :, None], 0.5, axis=2)
+    rows = np.arange(count)
+    c[rows, 0, perm[:, 1]] = 0.5 + gap * rng.uniform(0.2, 0.8, size=count)
+    c[rows, 1, perm[:, 0]] = 0.5 + gap - (c[rows, 0, perm[:, 1]] - 0.5)
+    return c
+
+
+@pytest.mark.parametrize("n", [2, 5, 8, 12, 16])
+@pytest.mark.parametrize("kind", ["normal", "distances", "integer", "duplicate", "constant", "near_ties"])
+def test_float_solver_certified_only_when_scipy_agrees(n, kind):
+    """AVX-512 kernel, B <= 16: the float solver and its float check alone."""
+    if pe_native.load() is None or not pe_native.load().has_avx512():
+        pytest.skip("no AVX-512 kernel here")
+    rng = np.random.default_rng(n * 7 + len(kind))
+    c = _float_level_near_ties(300, n, rng, 1e-6) if kind == "near_ties" else _cost_problems(kind, 300, n, rng)
+    ref = np.stack([linear_sum_assignment(m)[1] for m in c])
+    res = pe_native.fast_lsa_batch(c, solver="float")
+    assert res is not None
+    col, certified = res
+    assert all(sorted(r) == list(range(n)) for r in col.tolist())
+    np.testing.assert_array_equal(col[certified], ref[certified])
+    np.testing.assert_array_equal(pe_native.lsa_batch(c), ref)
+    if kind in ("normal", "distances"):
+        assert certified.mean() > 0.95  # rare near ties at the float level go to the double path
+    if kind in ("duplicate", "constant", "near_ties"):
+        assert not certified.any()
+    if kind == "near_ties":  # settled in double, without the SciPy-order solver
+        fast_col, fast_ok = pe_native.fast_lsa_batch(c)
+        assert fast_ok.all()
+        np.testing.assert_array_equal(fast_col, ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_native_scores_with_float_level_near_ties(dtype):
+    """Blocks that differ by ~1e-6: the float check cannot settle those pairs, the double path
+    does; float64 templates (not float32-exact) take the double path's own data."""
+    if pe_native.load() is None:
+        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(12, 16, 8))
+    x[:, 1] = x[:, 0] + 1e-6 * rng.normal(size=(12, 8))  # two nearly equal blocks per template
+    x = x.astype(dtype).astype(np.float64)
+    y = rng.permuted(x, axis=1) + 1e-3 * rng.normal(size=x.shape)
+    counts: dict[str, int] = {}
+    res = pe_native.pemiu_pairwise(x, y, counts=counts)
+    assert res is not None
+    ref = _reference_matrix(x.reshape(12, -1), y.reshape(12, -1), 8)
+    np.testing.assert_allclose(res[0], ref, atol=1e-6, rtol=0)
+    if pe_native.load().has_avx512():
+        assert counts["float_unsettled"] > 0
+
+
+def test_native_scores_of_huge_templates():
+    """Squared norms beyond float range: the double path alone."""
+    if pe_native.load() is None:
+        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(6, 8, 4)) * 1e20
+    counts: dict[str, int] = {}
+    res = pe_native.pemiu_pairwise(x, x[::-1], counts=counts)
+    assert res is not None
+    ref = _reference_matrix(x.reshape(6, -1), x[::-1].reshape(6, -1), 4)
+    np.testing.assert_allclose(res[0], ref, atol=1e-6, rtol=0)
+    if pe_native.load().has_avx512():
+        assert counts["float_unsettled"] == 36
+
+
 def test_non_finite_templates_are_rejected(path):
     x = _templates(6, 64)
     x[2, 5] = np.nan

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facepriv.attacks.sets import labelled
-from facepriv.attacks.soft_biometric import balanced_accuracy
 from facepriv.base import Component
 from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
-from facepriv.metrics.stats import wilson_interval
+from facepriv.metrics.stats import accuracy_entry, chance_level
 from facepriv.registry import register
 
 log = logging.getLogger(__name__)
@@ -57,23 +56,7 @@ class ClassifierResult:
 
     def rows(self) -> list[dict]:
         """One entry per classifier with accuracy, balanced accuracy and a 95 % Wilson interval."""
-        out = []
-        n = len(self.true)
-        for name, pred in self.predictions.items():
-            k = int(np.sum(pred == self.true))
-            lo, hi = wilson_interval(k, n)
-            out.append(
-                {
-                    "classifier": name,
-                    "accuracy": k / n if n else float("nan"),
-                    "balanced_accuracy": balanced_accuracy(self.true, pred),
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "correct": k,
-                    "n_probes": n,
-                }
-            )
-        return out
+        return [{"classifier": name, **accuracy_entry(self.true, pred)} for name, pred in self.predictions.items()]
 
     def best(self) -> dict:
         """The classifier with the highest accuracy on these probes."""
@@ -81,8 +64,7 @@ class ClassifierResult:
 
     def chance(self) -> float:
         """Majority-class share of the probes."""
-        _, counts = np.unique(self.true, return_counts=True)
-        return float(counts.max() / counts.sum())
+        return chance_level(self.true)
 
     def to_dict(self) -> dict:
         """Headline numbers of the best classifier."""

@@ -31,19 +31,13 @@ from facepriv.attacks.sets import labelled
 from facepriv.base import Component
 from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
-from facepriv.metrics.stats import wilson_interval
+from facepriv.metrics.stats import accuracy_entry, chance_level
 from facepriv.protections.base import Comparator, CosineComparator, comparator_for
 from facepriv.registry import register
 
 log = logging.getLogger(__name__)
 
 DECISIONS = ("galleries", "vote")
-
-
-def balanced_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
-    """Mean per-class recall over the classes present in ``true``."""
-    classes = np.unique(true)
-    return float(np.mean([np.mean(pred[true == c] == c) for c in classes]))
 
 
 @dataclass
@@ -72,25 +66,10 @@ class AttackResult:
 
     def rows(self) -> list[dict]:
         """One summary entry per (rule, n, decision) with accuracy and its 95 % Wilson interval."""
-        out = []
-        n_probes = len(self.true)
-        for (rule, n, decision), pred in self.predictions.items():
-            k = int(np.sum(pred == self.true))
-            lo, hi = wilson_interval(k, n_probes)
-            out.append(
-                {
-                    "rule": rule,
-                    "n": int(n),
-                    "decision": decision,
-                    "accuracy": k / n_probes if n_probes else float("nan"),
-                    "balanced_accuracy": balanced_accuracy(self.true, pred),
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "correct": k,
-                    "n_probes": n_probes,
-                }
-            )
-        return out
+        return [
+            {"rule": rule, "n": int(n), "decision": decision, **accuracy_entry(self.true, pred)}
+            for (rule, n, decision), pred in self.predictions.items()
+        ]
 
     def best(self) -> dict:
         """The entry with the highest accuracy (chosen on these probes: an optimistic pick)."""
@@ -98,8 +77,7 @@ class AttackResult:
 
     def chance(self) -> float:
         """Majority-class share of the probes (accuracy of always guessing the commonest class)."""
-        _, counts = np.unique(self.true, return_counts=True)
-        return float(counts.max() / counts.sum())
+        return chance_level(self.true)
 
     def to_dict(self) -> dict:
         """Headline numbers (best entry): ``n`` probes, ``correct``, accuracy, chance level."""

@@ -143,7 +143,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         if seed:
             q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
-    q = s.add_parser("extract", help="client features E(x) of a labelled image folder")
+    raw = argparse.RawDescriptionHelpFormatter
+    q = s.add_parser(
+        "extract", help="client features E(x) of a labelled image folder", formatter_class=raw,
+        description="Detect, align and run the client part E of the split recognition model on every photo; "
+                    "the feature maps are what the system stores and what AdvFace protects.",
+        epilog="example:\n  facepriv advface extract --images celeba-crops --labels celeba-crops/labels.csv "
+               "--out celeba_feat.npz\n      dlib ResNet cut after stage 1: 32x35x35 feature maps per face")
     q.add_argument("--images", required=True, help="image folder (LFW layout)")
     q.add_argument("--labels", help="labels CSV image,identity[,gender] (default: identity = folder)")
     q.add_argument("--model", default="dlib_resnet", help="splittable recognition model (default dlib_resnet)")
@@ -152,7 +158,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q, seed=False)
     q.set_defaults(handler=cmd_extract)
 
-    q = s.add_parser("train", help="train a reconstruction network (shadow or attacker) with the L1 loss")
+    q = s.add_parser(
+        "train", help="train a reconstruction network (shadow or attacker) with the L1 loss", formatter_class=raw,
+        description="Train TransRec, ResRec or URec from feature maps to face images (L1, Eq. 1/3 of the paper) on "
+                    "one identity group: 'shadow' = the server's own decoder that AdvFace attacks, 'attacker' = "
+                    "a disjoint group, as an outside attacker would have. Checkpoints every epoch; --resume continues.",
+        epilog="example:\n  facepriv advface train --features celeba_feat.npz --images celeba-crops --role shadow "
+               "--arch resrec --epochs 6 --max-images 600 --out runs/shadow_resrec")
     q.add_argument("--features", required=True, help="feature file from `facepriv advface extract`")
     q.add_argument("--images", required=True, help="the image folder the features came from")
     q.add_argument("--role", choices=("shadow", "attacker"), required=True,
@@ -169,7 +181,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q)
     q.set_defaults(handler=cmd_train)
 
-    q = s.add_parser("protect", help="protect stored features: advface, random_noise or laplace_dp")
+    q = s.add_parser(
+        "protect", help="protect stored features: advface, random_noise or laplace_dp", formatter_class=raw,
+        description="Write protected feature maps: AdvFace (x~ = S(z), then 40 PGD sign steps that push S(z) away "
+                    "from x~ within the bound eps), or the random / Laplace baselines with the same bound.",
+        epilog="example:\n  facepriv advface protect --features celeba_feat.npz --shadow runs/shadow_resrec "
+               "--eps 0.2 --out celeba_feat_advface.npz")
     q.add_argument("--features", required=True, help="feature file from `facepriv advface extract`")
     q.add_argument("--method", choices=("advface", "random_noise", "laplace_dp"), default="advface",
                    help="advface (PGD against the shadow decoder), random_noise (40 random sign steps) or "
@@ -184,7 +201,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q)
     q.set_defaults(handler=cmd_protect)
 
-    q = s.add_parser("eval", help="Table 1, eps sweep, transfer matrix and grids")
+    q = s.add_parser(
+        "eval", help="Table 1, eps sweep, transfer matrix and grids", formatter_class=raw,
+        description="On identities no decoder saw: protect their features with every method, reconstruct them "
+                    "with the attacker's decoders, and report SSIM/PSNR/MSE, SRRA (replay at FMR 0.1%%) and "
+                    "10-fold verification accuracy of the server part on the stored features.",
+        epilog="example:\n  facepriv advface eval --features celeba_feat.npz --images celeba-crops "
+               "--shadow resrec=runs/shadow_resrec --attacker resrec=runs/attacker_resrec \\\n"
+               "      --parts table,sweep --offline-epochs 2 --out runs/advface_eval\n"
+               "      writes summary.json, summary.md, tradeoff_psnr_accuracy.png, reconstructions.png")
     q.add_argument("--features", required=True, help="feature file from `facepriv advface extract`")
     q.add_argument("--images", required=True, help="the image folder the features came from (originals for SSIM/PSNR)")
     q.add_argument("--shadow", required=True, help="ARCH=RUN[,ARCH=RUN...] shadow decoders")

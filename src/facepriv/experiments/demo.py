@@ -28,6 +28,10 @@ DEMO_CONFIG: dict[str, Any] = {
     "attacks": [
         {"name": "similarity"},
         {"name": "classifier", "params": {"classifier": "knn"}},
+        # photo protection: BIM cloaks made on the dlib ResNet, identified by it and by MobileFaceNet
+        {"name": "deid", "label": "BIM cloak",
+         "params": {"method": "bim", "eps": [4, 16], "targets": ["dlib_resnet", "mobilefacenet"], "probes_per_identity": 2,
+                    "min_images": 5, "max_identities": 10}},
     ],
     "metrics": ["eer", "fnmr_at_fmr1", "kfold_accuracy"],
     "split": {"attacker_fraction": 0.5},

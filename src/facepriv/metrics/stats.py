@@ -1,9 +1,11 @@
-"""Confidence intervals for proportions (attack accuracy, success rates)."""
+"""Confidence intervals for proportions (attack accuracy, success rates) and accuracy summaries."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 from scipy.stats import norm
 
 
@@ -34,3 +36,30 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def balanced_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``true``."""
+    classes = np.unique(true)
+    return float(np.mean([np.mean(pred[true == c] == c) for c in classes]))
+
+
+def chance_level(true: np.ndarray) -> float:
+    """Majority-class share of ``true`` (accuracy of always guessing the commonest class)."""
+    _, counts = np.unique(true, return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def accuracy_entry(true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Accuracy of ``pred`` against ``true`` with its 95 % Wilson interval, balanced accuracy and counts."""
+    n = len(true)
+    k = int(np.sum(pred == true))
+    lo, hi = wilson_interval(k, n)
+    return {
+        "accuracy": k / n if n else float("nan"),
+        "balanced_accuracy": balanced_accuracy(true, pred),
+        "ci_low": lo,
+        "ci_high": hi,
+        "correct": k,
+        "n_probes": n,
+    }

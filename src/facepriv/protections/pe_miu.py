@@ -104,14 +104,15 @@ class PEMIUComparator(Comparator):
             chunk = self.chunk or max(1, int(2e5 // nb))
             starts = range(0, na, chunk)
             bar = progress(starts, desc="PE-MIU scores", unit="batch") if len(starts) > 4 else starts
-            fallbacks = 0
+            counts: dict[str, int] = {}
+            prepared = pe_native.prepare(bb)  # once, not per chunk
             for s in bar:
-                res = pe_native.pemiu_pairwise(ab[s : s + chunk], bb, self.threads)
+                res = pe_native.pemiu_pairwise(ab[s : s + chunk], prepared, self.threads, counts)
                 if res is None:  # cannot happen once loaded; keeps the type checker honest
                     raise RuntimeError("PE-MIU native comparator unavailable")
-                out[s : s + chunk], nfb = res
-                fallbacks += nfb
-            log.debug("PE-MIU: %d of %d pairs had tied assignments (SciPy-order solver)", fallbacks, na * nb)
+                out[s : s + chunk] = res[0]
+            log.debug("PE-MIU: %d of %d pairs had tied assignments (SciPy-order solver); %s",
+                      counts.get("scipy_order", 0), na * nb, counts)
             return out
         bflat = bb.reshape(nb * nblk, k)
         sqb = np.einsum("ij,ij->i", bflat, bflat)

@@ -4,9 +4,10 @@ The all-vs-all PE-MIU score matrix needs one small assignment problem per pair. 
 :mod:`facepriv.protections.lsa_batch`) is exact but slow, so at first use this module compiles the
 C source below into the cache folder (``$FACEPRIV_CACHE`` or ``~/.cache/facepriv``) and loads it
 with ctypes. The kernel computes the block distances itself and solves each assignment with a fast
-solver whose optimum is certified unique, falling back to a port of SciPy's own algorithm (same
-tie-breaking as ``scipy.optimize.linear_sum_assignment``) when it is not; see the comment at the top
-of :data:`C_SOURCE`. No ``-ffast-math``. On Linux it is built with ``-march=native`` (AVX-512 path
+solver whose optimum is certified unique (with AVX-512 and B <= 16 first in float32, certified with
+rigorous error bounds), falling back to a port of SciPy's own algorithm (same tie-breaking as
+``scipy.optimize.linear_sum_assignment``) when it is not; see the comment at the top of
+:data:`C_SOURCE`. No ``-ffast-math``. On Linux it is built with ``-march=native`` (AVX-512 path
 when available); the file name includes a hash of the source, the compiler, the flags and the CPU
 (model and feature flags), so a cache folder shared between machines never loads a library built
 for another CPU. No compiler, a failed build or ``FACEPRIV_NO_NATIVE=1`` -> :func:`load` returns
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,8 +45,11 @@ C_SOURCE = r"""
  *   rounding, so any exact solver, SciPy's included, returns the same assignment.
  * - lsa(): SciPy's shortest augmenting path algorithm (Crouse 2016) with SciPy's order of
  *   operations and tie-breaking, used when the certificate fails (ties or near ties).
- * jv_unique() is the portable fast solver; with AVX-512 and B <= 16 blocks the slot_*() functions
- * below run the same algorithm on several problems at once. */
+ * jv_unique() is the portable fast solver. With AVX-512 and B <= 16 blocks the slot_*() functions
+ * below first run the same algorithm in float32 on float costs, several problems at once, and
+ * check the result with rigorous error bounds against the exact distances (slot_certify32: same
+ * or larger margin); about 2 % of random pairs (near ties at float precision) then get double
+ * costs, the check of the float solution in double, and if needed jv_unique and lsa(). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -323,22 +328,30 @@ score_rows(const int n, const int k, const double *A, const double *BT, const do
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define HAVE_STREAM16 1
-/* B <= 16 with AVX-512: the 16 columns of a row fit in two 8-lane registers. One Dijkstra step is
- * a short but strictly serial chain (vector min -> column -> its row -> relax that row), so
- * SLOTS independent problems are solved at once, one step of each in turn, and the out-of-order
- * core overlaps their chains (measured: ~1.5x faster than one at a time). Same algorithm and
- * certificate as jv_unique(). */
+/* B <= 16 with AVX-512: costs and solver in float32, the 16 columns of a row in one register.
+ * The float solution is accepted when a check with rigorous error bounds proves it the unique
+ * optimum of the exact costs (slot_certify32); otherwise the double costs are computed and the same
+ * solution is checked in double (slot_certify), then come the double fast solver and the
+ * SciPy-order solver, as on the portable path. Each Dijkstra step is a strictly
+ * serial chain (vector min -> column -> its row -> relax that row), so SLOTS independent problems
+ * are solved at once, one step of each in turn, and the out-of-order core overlaps their chains.
+ * That only works without mispredicted branches (a flush discards the other problems' work), so a
+ * step has no data-dependent branch: it always relaxes and always prepares the end of a search
+ * (dual update, augmentation, start of the next search), and masks select what applies. The
+ * augmenting path needs no pointer chase: path[j] is the set of columns on the search tree's path
+ * to column j, kept up to date when j is relaxed. */
 #define SLOTS 4
 
 typedef struct {
-    double c[256], g[256]; /* costs and dot products, row-major with stride n */
-    double v[16];
-    int64_t key[16]; /* packed labels, see pack_key() */
-    int64_t pred[16];
-    int row4col[16], col4row[16];
-    int f;
+    float c32[256]; /* costs rounded to float, row stride 16 (the solver's input) */
+    int32_t key[16]; /* packed labels, see pack_key() */
+    int32_t pred[16], path[16], row4col[16]; /* row a column was reached from; path mask; matching */
+    float v[16]; /* column duals */
+    double c[256], g[256]; /* double costs and dot products, stride n (fallbacks) */
+    int col4row[16];
+    int f, ok32; /* root row of the current search; 0: the float solver cannot be used */
     uint32_t done, freerows;
-    double eps;
+    double eps, cmax, delta; /* margin; largest cost; bound on |float cost - exact distance| */
     int64_t t, p, q; /* problem index (-1 when empty); its pair of templates */
 } __attribute__((aligned(64))) slot_t;
 
@@ -346,16 +359,28 @@ typedef struct {
 typedef struct {
     int n, k;
     const double *A, *BT, *sqa, *sqb, *na, *nb; /* pairs: rows p0, p0 + 1, ... x columns [q0, q0 + nq) */
+    const float *A32, *BT32; /* float copies of A and BT */
+    const double *B, *sqa32, *sqb32; /* b's blocks (cb, n, k) for the scores; squared norms of the float blocks */
+    int exact32; /* the float copies hold the same values */
+    double *scratch; /* 2 n k doubles */
     int64_t p0, q0, nq, cb, pi, qi; /* pi, qi: the next pair */
     double *out;
+    uint8_t *cols; /* pairs: assignment of pair (pi, qi) at ((pi - p0) * nq + qi - q0) * 16 */
     const double *cost; /* cost matrices (tests); col_out, unique: results */
     int64_t *col_out, *unique;
-    int fallback; /* 1: SciPy-order solver when not certified; 0: none (unique[t] = certificate) */
-    int64_t nfb;
+    int tiers; /* solvers tried in turn: 3 = float, double fast, SciPy order; 2 = float, double fast; 1 = float */
+    int64_t nfb, n32, n64; /* problems solved in SciPy's order; not settled by the float check; by the double one */
     int failed;
 } source_t;
 
 static inline __m512d ld(const double *p, __mmask8 m) { return _mm512_maskz_loadu_pd(m, p); }
+
+/* 16 doubles (lanes by masks m0, m1; others 0) rounded to float in one register */
+static inline __m512 ld16f(const double *p, __mmask8 m0, __mmask8 m1)
+{
+    __m256d lo = _mm256_castps_pd(_mm512_cvtpd_ps(ld(p, m0))), hi = _mm256_castps_pd(_mm512_cvtpd_ps(ld(p + 8, m1)));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(lo), hi, 1));
+}
 
 /* sqrt(max(x, 0)) to a few ulp, without the slow vsqrtpd: 14-bit reciprocal square root, one
  * Newton step on 1/sqrt, one on sqrt. Enough for the solver (its certificate has a 1e-9 margin);
@@ -420,14 +445,86 @@ costs16(const int n, const int k, const double *restrict a, const double *restri
     return _mm512_reduce_max_pd(cmax);
 }
 
-/* Put problem t into slot S: costs, column reduction (v = column minima; a column goes to its
- * first minimal row if that row is free), list of free rows. */
-static inline __attribute__((always_inline)) void
-slot_load(const int n, slot_t *restrict S, source_t *restrict src, int64_t t)
+static inline __m512 fast_sqrt32(__m512 x) /* sqrt(max(x, FLT_MIN)), relative error < 8 * 2^-24 */
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(1.17549435e-38f));
+    __m512 y = _mm512_rsqrt14_ps(x), s = _mm512_mul_ps(x, y);
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), y), _mm512_fnmadd_ps(s, s, x), s);
+}
+
+static inline double hmax(const int n, const double *x)
+{
+    double m = 0;
+    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* Float costs of one pair into c32 (row stride 16, lanes >= n zero): g = float dot products of the
+ * float blocks (a: n x k, bt: k x n), c = sqrt(|a_i|^2 + |b_j|^2 - 2 g). Returns a bound on
+ * |c32_ij - d_ij|, d_ij the exact distance of the double blocks:
+ * - the float blocks a', b' differ from the double ones by <= u |a_i|, u |b_j| (u = 2^-24), so
+ *   their distance d' is within u (|a_i| + |b_j|) of d;
+ * - x = fl(fl(sa + sb) - 2 g') (sa, sb: squared norms of a', b' to 1e-15, rounded to float) is
+ *   within E2 = (gamma_k + 4.1 u)(sa + sb) of d'^2: gamma_k = k u / (1 - k u) bounds the FMA chain
+ *   of g' relative to sum |a_t b_t| <= (sa + sb) / 2, the three roundings add <= 4.02 u (sa + sb);
+ * - so |sqrt(x) - d'| <= |x - d'^2| / sqrt(x) <= E2 (1 + 8u) / c32, and always <= sqrt(E2);
+ *   fast_sqrt32 adds < 8u c32 (the clamp to FLT_MIN adds < 1e-19).
+ * Maxima over the pair are used: sa + sb <= max sa + max sb, c32 >= its minimum. The 1e-30 in
+ * E2 covers underflow (absolute errors < 1e-43); sa + sb >= 1e30 (overflow) returns infinity. */
+static inline __attribute__((always_inline)) double
+costs32(const int n, const int k, const float *restrict a, const float *restrict bt,
+        const double *restrict sqa, const double *restrict sqb, float *restrict c32, double *cmax_out)
 {
     const __mmask8 m0 = n >= 8 ? 0xFF : (__mmask8)((1u << n) - 1);
     const __mmask8 m1 = n >= 16 ? 0xFF : n > 8 ? (__mmask8)((1u << (n - 8)) - 1) : 0;
-    const __m512d inf = _mm512_set1_pd(INFINITY);
+    const __mmask16 valid = (__mmask16)((uint32_t)m0 | ((uint32_t)m1 << 8));
+    const __m512 zero = _mm512_setzero_ps(), two = _mm512_set1_ps(2.0f);
+    const __m512 sb = ld16f(sqb, m0, m1);
+    __m512 mx = zero, mn = _mm512_set1_ps(INFINITY);
+    for (int i = 0; i < n; i += 8) {
+        /* eight rows of a at a time, one accumulator each (named: the compiler keeps them in
+         * registers); rows past the end repeat the last one */
+#define ROW(q) (a + (i + q < n ? i + q : n - 1) * k)
+        const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3);
+        const float *r4 = ROW(4), *r5 = ROW(5), *r6 = ROW(6), *r7 = ROW(7);
+#undef ROW
+        __m512 x0 = zero, x1 = zero, x2 = zero, x3 = zero, x4 = zero, x5 = zero, x6 = zero, x7 = zero;
+        for (int t = 0; t < k; t++) {
+            __m512 b = _mm512_maskz_loadu_ps(valid, bt + t * n);
+            x0 = _mm512_fmadd_ps(_mm512_set1_ps(r0[t]), b, x0);
+            x1 = _mm512_fmadd_ps(_mm512_set1_ps(r1[t]), b, x1);
+            x2 = _mm512_fmadd_ps(_mm512_set1_ps(r2[t]), b, x2);
+            x3 = _mm512_fmadd_ps(_mm512_set1_ps(r3[t]), b, x3);
+            x4 = _mm512_fmadd_ps(_mm512_set1_ps(r4[t]), b, x4);
+            x5 = _mm512_fmadd_ps(_mm512_set1_ps(r5[t]), b, x5);
+            x6 = _mm512_fmadd_ps(_mm512_set1_ps(r6[t]), b, x6);
+            x7 = _mm512_fmadd_ps(_mm512_set1_ps(r7[t]), b, x7);
+        }
+        const __m512 xs[8] = {x0, x1, x2, x3, x4, x5, x6, x7};
+        for (int q = 0; q < 8 && i + q < n; q++) {
+            __m512 sab = _mm512_add_ps(_mm512_set1_ps((float)sqa[i + q]), sb);
+            __m512 c = _mm512_maskz_mov_ps(valid, fast_sqrt32(_mm512_fnmadd_ps(two, xs[q], sab)));
+            _mm512_store_ps(c32 + 16 * (i + q), c);
+            mx = _mm512_max_ps(mx, c);
+            mn = _mm512_mask_min_ps(mn, valid, mn, c);
+        }
+    }
+    const double u = 5.9604644775390625e-8, sa = hmax(n, sqa), sbm = hmax(n, sqb);
+    const double e2 = ((k * u) / (1 - k * u) + 4.1 * u) * (sa + sbm) + 1e-30;
+    const double cmin = _mm512_reduce_min_ps(mn), cmax = _mm512_reduce_max_ps(mx), s = sqrt(e2);
+    *cmax_out = cmax;
+    if (!(sa + sbm < 1e30)) return INFINITY; /* products could overflow the float range */
+    return (cmin >= s ? e2 * (1 + 8.1 * u) / cmin : s) + 8.1 * u * cmax + u * (sqrt(sa) + sqrt(sbm)) * 1.000001;
+}
+
+/* Put problem t into slot S: float costs, column reduction on them (v = column minima; a column
+ * goes to its first minimal row if that row is free), list of free rows. */
+static inline __attribute__((always_inline)) void
+slot_load(const int n, const int k, slot_t *restrict S, source_t *restrict src, int64_t t)
+{
+    const __mmask8 m0 = n >= 8 ? 0xFF : (__mmask8)((1u << n) - 1);
+    const __mmask8 m1 = n >= 16 ? 0xFF : n > 8 ? (__mmask8)((1u << (n - 8)) - 1) : 0;
+    const __mmask16 valid = (__mmask16)((uint32_t)m0 | ((uint32_t)m1 << 8));
     double cmax;
     S->t = t;
     if (src->cost) {
@@ -439,146 +536,212 @@ slot_load(const int n, slot_t *restrict S, source_t *restrict src, int64_t t)
             mx = _mm512_max_pd(mx, _mm512_abs_pd(x));
         }
         cmax = _mm512_reduce_max_pd(mx);
+        for (int i = 0; i < n; i++) /* rounded to nearest: off by <= 2^-24 |c| */
+            _mm512_store_ps(S->c32 + 16 * i, ld16f(S->c + i * n, m0, m1));
+        S->delta = 5.9604645e-8 * cmax + 1e-45;
     } else {
         int64_t p = src->pi, q = src->qi;
         if (++src->qi == src->q0 + src->nq) { src->qi = src->q0; src->pi++; }
         S->p = p;
         S->q = q;
-        cmax = costs16(n, src->k, src->A + p * n * src->k, src->BT + q * n * src->k, src->sqa + p * n,
-                       src->sqb + q * n, S->g, S->c);
+        S->delta = costs32(n, k, src->A32 + p * n * k, src->BT32 + q * n * k, src->sqa32 + p * n,
+                           src->sqb32 + q * n, S->c32, &cmax);
     }
     S->eps = 1e-9 * cmax + 1e-300;
-    __m512d v0 = inf, v1 = inf;
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+    S->cmax = cmax;
+    S->ok32 = cmax < 1e30 && S->delta < 1e30; /* float range, with room for the duals; false for NaN */
+    __m512 v = _mm512_set1_ps(INFINITY);
+    __m512i arg = _mm512_setzero_si512();
     for (int i = 0; i < n; i++) {
-        __m512d r0 = ld(S->c + i * n, m0), r1 = ld(S->c + i * n + 8, m1);
-        __mmask8 l0 = _mm512_cmp_pd_mask(r0, v0, _CMP_LT_OQ), l1 = _mm512_cmp_pd_mask(r1, v1, _CMP_LT_OQ);
-        v0 = _mm512_mask_mov_pd(v0, l0, r0);
-        v1 = _mm512_mask_mov_pd(v1, l1, r1);
-        a0 = _mm512_mask_mov_epi64(a0, l0, _mm512_set1_epi64(i));
-        a1 = _mm512_mask_mov_epi64(a1, l1, _mm512_set1_epi64(i));
+        __m512 r = _mm512_load_ps(S->c32 + 16 * i);
+        __mmask16 l = _mm512_mask_cmp_ps_mask(valid, r, v, _CMP_LT_OQ);
+        v = _mm512_mask_mov_ps(v, l, r);
+        arg = _mm512_mask_mov_epi32(arg, l, _mm512_set1_epi32(i));
     }
-    _mm512_store_pd(S->v, v0);
-    _mm512_store_pd(S->v + 8, v1);
-    _mm512_store_si512(S->pred, a0);
-    _mm512_store_si512(S->pred + 8, a1);
+    _mm512_store_ps(S->v, _mm512_maskz_mov_ps(valid, v));
+    _mm512_store_si512(S->pred, arg);
     /* without branches (their outcome is random): a column goes to its row if the row is free */
     uint32_t taken = 0;
-    for (int i = 0; i < n; i++) S->col4row[i] = -1;
+    for (int j = 0; j < 16; j++) S->row4col[j] = -1;
     for (int j = 0; j < n; j++) {
-        int i = (int)S->pred[j];
+        int i = S->pred[j];
         uint32_t fr = ~taken >> i & 1u;
         taken |= 1u << i;
-        S->col4row[i] = fr ? j : S->col4row[i];
         S->row4col[j] = fr ? i : -1;
     }
-    S->freerows = ~taken & (((uint32_t)m0 | ((uint32_t)m1 << 8)));
+    S->freerows = S->ok32 ? ~taken & valid : 0;
 }
 
 /* Dijkstra labels are >= 0, so their bit patterns order like the numbers. A label is stored with its
  * column index in the 4 lowest mantissa bits: one integer min over the vector then gives both the
- * least label and its column (labels perturbed by < 16 ulp, far inside the certificate's margin). */
-#define KEY_NONE 0x7FFFFFFFFFFFFFFFLL
+ * least label and its column (labels perturbed by < 16 float ulp; the check in double measures
+ * how far from optimal the result is, see slot_certify). */
+#define KEY_NONE 0x7FFFFFFF
 
-static inline __m512i pack_key(__m512d x, __m512i lane)
+static inline __m512i pack_key(__m512 x, __m512i lane)
 {
-    __m512i bits = _mm512_castpd_si512(_mm512_max_pd(x, _mm512_setzero_pd()));
-    return _mm512_or_si512(_mm512_andnot_si512(_mm512_set1_epi64(15), bits), lane);
+    __m512i bits = _mm512_castps_si512(_mm512_max_ps(x, _mm512_setzero_ps()));
+    return _mm512_or_si512(_mm512_andnot_si512(_mm512_set1_epi32(15), bits), lane);
 }
 
-static inline __m512d key_label(__m512i k) { return _mm512_castsi512_pd(_mm512_andnot_si512(_mm512_set1_epi64(15), k)); }
+static inline __m512 key_label(__m512i k) { return _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_set1_epi32(15), k)); }
 
-/* Start the Dijkstra search from the next free row. */
+static inline __m512i lanes(void) { return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0); }
+
+static inline __m512i lane_bits(void) { return _mm512_sllv_epi32(_mm512_set1_epi32(1), lanes()); }
+
+/* Start the Dijkstra search from the first free row (later searches start inside slot_step). */
 static inline __attribute__((always_inline)) void slot_start(const int n, slot_t *restrict S)
 {
-    const __mmask8 m0 = n >= 8 ? 0xFF : (__mmask8)((1u << n) - 1);
-    const __mmask8 m1 = n >= 16 ? 0xFF : n > 8 ? (__mmask8)((1u << (n - 8)) - 1) : 0;
-    const __m512i lane0 = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), lane1 = _mm512_add_epi64(lane0, _mm512_set1_epi64(8));
+    const __mmask16 valid = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
     int f = __builtin_ctz(S->freerows);
     S->freerows &= S->freerows - 1;
     S->f = f;
-    const double *cf = S->c + f * n;
-    _mm512_store_si512(S->key, pack_key(_mm512_sub_pd(ld(cf, m0), _mm512_load_pd(S->v)), lane0));
-    _mm512_store_si512(S->key + 8, pack_key(_mm512_sub_pd(ld(cf + 8, m1), _mm512_load_pd(S->v + 8)), lane1));
-    _mm512_store_si512(S->pred, _mm512_set1_epi64(f));
-    _mm512_store_si512(S->pred + 8, _mm512_set1_epi64(f));
-    S->done = ~((uint32_t)m0 | ((uint32_t)m1 << 8)) & 0xFFFFu;
+    _mm512_store_si512(S->key, pack_key(_mm512_sub_ps(_mm512_load_ps(S->c32 + 16 * f), _mm512_load_ps(S->v)), lanes()));
+    _mm512_store_si512(S->pred, _mm512_set1_epi32(f));
+    _mm512_store_si512(S->path, lane_bits());
+    S->done = ~(uint32_t)valid & 0xFFFFu;
 }
 
-/* One Dijkstra step (scan the column of least label). Returns 1 when the search reached a free
- * column and the augmentation is done, -1 on non-finite costs, else 0. */
+/* One Dijkstra step (scan the column of least label). When that column is free, the search ends:
+ * dual update of the scanned columns (v += d - mu: all reduced costs stay >= 0 and the path
+ * becomes tight), augmentation along the path, start of the search from the next free row.
+ * Returns 1 when no free row is left (problem solved), 2 when the float solver broke down
+ * (non-finite values), else 0. */
 static inline __attribute__((always_inline)) int slot_step(const int n, slot_t *restrict S)
 {
-    const __mmask8 m0 = n >= 8 ? 0xFF : (__mmask8)((1u << n) - 1);
-    const __mmask8 m1 = n >= 16 ? 0xFF : n > 8 ? (__mmask8)((1u << (n - 8)) - 1) : 0;
-    const __m512i none = _mm512_set1_epi64(KEY_NONE);
-    const __m512i lane0 = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), lane1 = _mm512_add_epi64(lane0, _mm512_set1_epi64(8));
-    /* key of a scanned column stays its final label (its d in the dual update); masked out here */
+    const __mmask16 valid = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    const __m512i lane = lanes(), fifteen = _mm512_set1_epi32(15);
     uint32_t done = S->done;
-    __m512i k0 = _mm512_load_si512(S->key), k1 = _mm512_load_si512(S->key + 8);
-    long long kmin = _mm512_reduce_min_epi64(_mm512_min_epi64(_mm512_mask_mov_epi64(k0, (__mmask8)done, none),
-                                                              _mm512_mask_mov_epi64(k1, (__mmask8)(done >> 8), none)));
-    if (kmin == KEY_NONE) return -1;
-    int jm = (int)(kmin & 15);
-    double mu;
-    long long kbits = kmin & ~15LL;
-    memcpy(&mu, &kbits, sizeof mu);
-    __m512d vmu = _mm512_set1_pd(mu);
-    uint32_t bit = 1u << jm;
-    done |= bit;
-    S->done = done;
+    /* key of a scanned column stays its final label (its d in the dual update); masked out here */
+    __m512i k = _mm512_load_si512(S->key);
+    __m512i m = _mm512_mask_mov_epi32(k, (__mmask16)done, _mm512_set1_epi32(KEY_NONE));
+    m = _mm512_min_epi32(m, _mm512_shuffle_i32x4(m, m, _MM_SHUFFLE(1, 0, 3, 2)));
+    m = _mm512_min_epi32(m, _mm512_shuffle_i32x4(m, m, _MM_SHUFFLE(2, 3, 0, 1)));
+    m = _mm512_min_epi32(m, _mm512_shuffle_epi32(m, _MM_PERM_BADC));
+    m = _mm512_min_epi32(m, _mm512_shuffle_epi32(m, _MM_PERM_CDAB)); /* the minimum in every lane */
+    int kmin = _mm_cvtsi128_si32(_mm512_castsi512_si128(m));
+    if (kmin == KEY_NONE) return 2;
+    int jm = kmin & 15;
+    __m512 mu = _mm512_castsi512_ps(_mm512_andnot_si512(fifteen, m));
+    float mus;
+    int32_t mub = kmin & ~15;
+    memcpy(&mus, &mub, sizeof mus);
+    done |= 1u << jm;
     int i = S->row4col[jm];
-    if (i >= 0) {
-        const double *ci = S->c + i * n;
-        __m512d h = _mm512_set1_pd(ci[jm] - S->v[jm] - mu);
-        __m512i r0 = pack_key(_mm512_sub_pd(_mm512_sub_pd(ld(ci, m0), _mm512_load_pd(S->v)), h), lane0);
-        __m512i r1 = pack_key(_mm512_sub_pd(_mm512_sub_pd(ld(ci + 8, m1), _mm512_load_pd(S->v + 8)), h), lane1);
-        __mmask8 u0 = _mm512_mask_cmplt_epi64_mask((__mmask8)~done, r0, k0);
-        __mmask8 u1 = _mm512_mask_cmplt_epi64_mask((__mmask8)(~done >> 8), r1, k1);
-        _mm512_store_si512(S->key, _mm512_mask_mov_epi64(k0, u0, r0));
-        _mm512_store_si512(S->key + 8, _mm512_mask_mov_epi64(k1, u1, r1));
-        __m512i vi = _mm512_set1_epi64(i);
-        _mm512_store_si512(S->pred, _mm512_mask_mov_epi64(_mm512_load_si512(S->pred), u0, vi));
-        _mm512_store_si512(S->pred + 8, _mm512_mask_mov_epi64(_mm512_load_si512(S->pred + 8), u1, vi));
-        return 0;
-    }
-    /* reached free column jm: dual update of the scanned columns (v += d - mu, zero at jm) keeps
-     * all reduced costs >= 0 and makes the path tight; then augment along the path */
-    uint32_t sc = done & ~bit & ((uint32_t)m0 | ((uint32_t)m1 << 8));
-    _mm512_store_pd(S->v, _mm512_mask_add_pd(_mm512_load_pd(S->v), (__mmask8)sc, _mm512_load_pd(S->v),
-                                             _mm512_sub_pd(key_label(k0), vmu)));
-    _mm512_store_pd(S->v + 8, _mm512_mask_add_pd(_mm512_load_pd(S->v + 8), (__mmask8)(sc >> 8),
-                                                 _mm512_load_pd(S->v + 8), _mm512_sub_pd(key_label(k1), vmu)));
-    for (int j = jm, f = S->f;;) {
-        int r = (int)S->pred[j];
-        S->row4col[j] = r;
-        int tmp = S->col4row[r];
-        S->col4row[r] = j;
-        j = tmp;
-        if (r == f) break;
-    }
-    return 1;
+    /* selects by masks: left as ?: the compiler makes some of them unpredictable branches */
+    const int32_t e = i >> 31; /* -1 when column jm is free (the search ends), else 0 */
+    const uint32_t end = (uint32_t)e & 0xFFFFu;
+    const int f = S->f;
+    __m512 v = _mm512_load_ps(S->v);
+    /* relax from the row matched to jm (from row f when jm is free: results discarded) */
+    /* 512-bit operations have two ports and bound the step: scalar work and loads are cheaper */
+    const float *ci = S->c32 + 16 * (i ^ ((i ^ f) & e));
+    __m512 rv = _mm512_sub_ps(_mm512_load_ps(ci), v);
+    __m512i r = pack_key(_mm512_sub_ps(rv, _mm512_set1_ps(ci[jm] - S->v[jm] - mus)), lane);
+    __mmask16 upd = _mm512_mask_cmplt_epi32_mask((__mmask16)(~done & ~end), r, k);
+    k = _mm512_mask_mov_epi32(k, upd, r);
+    __m512i pred = _mm512_mask_mov_epi32(_mm512_load_si512(S->pred), upd, _mm512_set1_epi32(i));
+    __m512i path = _mm512_load_si512(S->path);
+    const uint32_t pathjm = (uint32_t)S->path[jm];
+    path = _mm512_mask_or_epi32(path, upd, _mm512_set1_epi32((int)pathjm), lane_bits());
+    /* end of the search (masked by end): dual update (adds 0 at jm), augmentation, next root */
+    v = _mm512_mask_add_ps(v, (__mmask16)(done & end & valid), v, _mm512_sub_ps(key_label(k), mu));
+    _mm512_mask_store_epi32(S->row4col, (__mmask16)(pathjm & end), pred);
+    const uint32_t fr = S->freerows;
+    const int f2 = f ^ ((f ^ __builtin_ctz(fr | 0x8000u)) & e); /* row 15 when none is left (unused) */
+    S->freerows = fr ^ (fr & (0u - fr) & (uint32_t)e);
+    S->f = f2;
+    __m512i k2 = pack_key(_mm512_sub_ps(_mm512_load_ps(S->c32 + 16 * f2), v), lane);
+    _mm512_store_si512(S->key, _mm512_mask_mov_epi32(k, (__mmask16)end, k2));
+    _mm512_store_si512(S->pred, _mm512_mask_mov_epi32(pred, (__mmask16)end, _mm512_set1_epi32(f2)));
+    _mm512_store_si512(S->path, _mm512_mask_mov_epi32(path, (__mmask16)end, lane_bits()));
+    _mm512_store_ps(S->v, v);
+    S->done = done ^ ((done ^ (~(uint32_t)valid & 0xFFFFu)) & (uint32_t)e);
+    return (int)((uint32_t)e & (fr == 0));
 }
 
-/* The certificate of jv_unique() for the slot's solution: 1 = unique optimum (margin eps). */
+/* Is the slot's float solution the unique optimum of the exact costs d? Checked in float on c32,
+ * with |c32 - d| <= delta (see costs32). Take the duals as exact numbers: v (float), and
+ * u_i = fl(c32_i,col(i) - v_col(i)), so the computed reduced costs r_ij = fl(fl(c32_ij - v_j) - u_i)
+ * vanish on the assignment. The true ones rho_ij = d_ij - u_i - v_j differ from r_ij by at most
+ * E = delta + e_r, e_r <= 2.01 u M the two roundings (u = 2^-24, M = max|c32| + max|u| + max|v|
+ * <= 2 (cmax + max|v|)); on the assignment |rho| <= E. Any other assignment s differs from col on
+ * rows that form alternating cycles; with no cycle of edges with r <= T, one of its edges has
+ * rho > T - E, the others (at most n - 1) have rho >= -A - E, and the assignment's own edges on
+ * those rows (at most n) have rho <= E. The extra cost of s is the sum of rho over its edges minus
+ * that over col's, > T - (n - 1) A - 2 n E = eps for T = eps + (n - 1) A + 2 n E (T rounded up,
+ * A down to float): more than the double certificate's 0.75 eps. A = 2e-6 * cmax absorbs the
+ * float solver's own rounding and packed labels. */
+static inline __attribute__((always_inline)) int slot_certify32(const int n, slot_t *restrict S)
+{
+    const __mmask16 valid = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    const __m512 v = _mm512_load_ps(S->v);
+    const double vmax = _mm512_reduce_max_ps(_mm512_maskz_mov_ps(valid, _mm512_abs_ps(v)));
+    const double E = S->delta + 2.01 * 5.9604644775390625e-8 * 2 * (S->cmax + vmax) + 1e-44; /* + underflow */
+    const double A = 2e-6 * S->cmax, T = S->eps + (n - 1) * A + 2 * n * E;
+    const __m512 vT = _mm512_set1_ps((float)(T * (1 + 1e-6)));
+    float u[16] __attribute__((aligned(64)));
+    for (int i = 0; i < n; i++) u[i] = S->c32[16 * i + S->col4row[i]] - S->v[S->col4row[i]];
+    /* tight edges by column: the row holding column j0 has r <= T at the columns in adj[j0] */
+    uint16_t adj[16] __attribute__((aligned(32))) = {0};
+    const __m512 vA = _mm512_set1_ps(-(float)(A * (1 - 1e-6)));
+    uint32_t bad = 0;
+    for (int i = 0; i < n; i++) {
+        __m512 r = _mm512_sub_ps(_mm512_sub_ps(_mm512_load_ps(S->c32 + 16 * i), v), _mm512_set1_ps(u[i]));
+        int j0 = S->col4row[i];
+        adj[j0] = (uint16_t)(_mm512_mask_cmp_ps_mask(valid, r, vT, _CMP_LE_OQ) & ~(1u << j0));
+        bad |= (uint32_t)_mm512_mask_cmp_ps_mask(valid, r, vA, _CMP_NGE_UQ); /* NaN: bad */
+    }
+    if (bad) return 0;
+    /* peel, as in slot_certify, on 16-bit lanes; first a fixed number of rounds, without the
+     * data-dependent loop exit (a mispredicted branch discards the other slots' work too) */
+    const __m256i av = _mm256_load_si256((const __m256i *)adj);
+    uint32_t alive = _mm256_test_epi16_mask(av, av);
+    for (int it = 0; it < 6; it++) alive &= (uint32_t)_mm256_test_epi16_mask(av, _mm256_set1_epi16((short)alive));
+    while (alive) {
+        uint32_t keep = (uint32_t)_mm256_test_epi16_mask(av, _mm256_set1_epi16((short)alive)) & alive;
+        if (keep == alive) break;
+        alive = keep;
+    }
+    return alive == 0;
+}
+
+/* Is the slot's float solution the unique optimum of the double costs c (margin eps)? Checked in
+ * double, with v = the float duals (exact in double) and u_i = c_i,col(i) - v_col(i), so that the
+ * true reduced costs rho_ij = c_ij - u_i - v_j vanish on the assignment. The computed r_ij differ
+ * from rho_ij by e_r <= 3 * 2^-53 * (|c| + |u| + |v|) <= 1e-12 * cmax, as |v| <= 1e3 * cmax is
+ * required (and then |u| <= cmax + |v|). Any other assignment s differs from col on rows that form
+ * alternating cycles; with no cycle of edges with r <= T, one of its edges has rho > T - e_r, and
+ * the others (at most n - 1) have rho >= -A - e_r. Its extra cost, the sum of rho over its edges,
+ * is then > T - (n - 1) A - n e_r = eps - n e_r > 0.75 eps for T = eps + (n - 1) A: the same
+ * margin as jv_unique()'s certificate, far above rounding (see the top). A = 1e-6 * cmax absorbs
+ * the float rounding and the packed labels of the float solver (measured minimum reduced cost
+ * ~ -1e-7 * cmax on random problems). */
 static inline __attribute__((always_inline)) int slot_certify(const int n, slot_t *restrict S)
 {
     const __mmask8 m0 = n >= 8 ? 0xFF : (__mmask8)((1u << n) - 1);
     const __mmask8 m1 = n >= 16 ? 0xFF : n > 8 ? (__mmask8)((1u << (n - 8)) - 1) : 0;
     const uint32_t valid = (uint32_t)m0 | ((uint32_t)m1 << 8);
-    const __m512d v0 = _mm512_load_pd(S->v), v1 = _mm512_load_pd(S->v + 8);
-    const __m512d veps = _mm512_set1_pd(S->eps), vneg = _mm512_set1_pd(-S->eps / (4 * n));
+    const __m512d v0 = _mm512_cvtps_pd(_mm256_load_ps(S->v)), v1 = _mm512_cvtps_pd(_mm256_load_ps(S->v + 8));
+    const double A = 1e-6 * S->cmax, T = S->eps + (n - 1) * A;
+    const __m512d vT = _mm512_set1_pd(T), vA = _mm512_set1_pd(-A), vmax = _mm512_set1_pd(1e3 * S->cmax);
+    double vd[16] __attribute__((aligned(64)));
+    _mm512_store_pd(vd, v0);
+    _mm512_store_pd(vd + 8, v1);
     uint32_t adj[16] __attribute__((aligned(64))) = {0}, alive = 0, bad = 0;
+    bad |= (uint32_t)_mm512_cmp_pd_mask(_mm512_abs_pd(v0), vmax, _CMP_NLE_UQ) |
+           ((uint32_t)_mm512_cmp_pd_mask(_mm512_abs_pd(v1), vmax, _CMP_NLE_UQ) << 8);
     for (int i = 0; i < n; i++) {
         const double *ci = S->c + i * n;
         int j0 = S->col4row[i];
-        __m512d ui = _mm512_set1_pd(ci[j0] - S->v[j0]);
+        __m512d ui = _mm512_set1_pd(ci[j0] - vd[j0]);
         __m512d r0 = _mm512_sub_pd(_mm512_sub_pd(ld(ci, m0), v0), ui);
         __m512d r1 = _mm512_sub_pd(_mm512_sub_pd(ld(ci + 8, m1), v1), ui);
-        uint32_t t = (uint32_t)_mm512_cmp_pd_mask(r0, veps, _CMP_LE_OQ) |
-                     ((uint32_t)_mm512_cmp_pd_mask(r1, veps, _CMP_LE_OQ) << 8);
-        bad |= (uint32_t)_mm512_cmp_pd_mask(r0, vneg, _CMP_LT_OQ) |
-               ((uint32_t)_mm512_cmp_pd_mask(r1, vneg, _CMP_LT_OQ) << 8);
+        uint32_t t = (uint32_t)_mm512_cmp_pd_mask(r0, vT, _CMP_LE_OQ) |
+                     ((uint32_t)_mm512_cmp_pd_mask(r1, vT, _CMP_LE_OQ) << 8);
+        bad |= (uint32_t)_mm512_cmp_pd_mask(r0, vA, _CMP_NGE_UQ) |
+               ((uint32_t)_mm512_cmp_pd_mask(r1, vA, _CMP_NGE_UQ) << 8);
         t &= valid & ~(1u << j0);
         adj[j0] = t;
         alive |= (uint32_t)(t != 0) << j0;
@@ -605,93 +768,167 @@ static void exact_costs(const int n, slot_t *restrict S, const source_t *restric
         }
 }
 
-/* Finish the slot's problem: certificate, SciPy-order fallback, result. */
-static inline __attribute__((always_inline)) void slot_finish(const int n, slot_t *restrict S, source_t *restrict src, ws_t *w)
+/* Score of a pair with assignment col: sum_i a_i . b_col(i) / (|a| |b|), in double (a, b: n x k). */
+static inline __attribute__((always_inline)) double
+pair_score(const int n, const int k, const double *restrict a, const double *restrict b, const uint8_t *col, double den)
+{
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2 = s0, s3 = s0; /* named: kept in registers */
+    for (int i = 0; i < n; i++) {
+        const double *ai = a + i * k, *bj = b + col[i] * k;
+        int t = 0;
+        for (; t + 32 <= k; t += 32) {
+            s0 = _mm512_fmadd_pd(_mm512_loadu_pd(ai + t), _mm512_loadu_pd(bj + t), s0);
+            s1 = _mm512_fmadd_pd(_mm512_loadu_pd(ai + t + 8), _mm512_loadu_pd(bj + t + 8), s1);
+            s2 = _mm512_fmadd_pd(_mm512_loadu_pd(ai + t + 16), _mm512_loadu_pd(bj + t + 16), s2);
+            s3 = _mm512_fmadd_pd(_mm512_loadu_pd(ai + t + 24), _mm512_loadu_pd(bj + t + 24), s3);
+        }
+        for (; t < k; t += 8) {
+            __mmask8 m = k - t >= 8 ? 0xFF : (__mmask8)((1u << (k - t)) - 1);
+            s0 = _mm512_fmadd_pd(ld(ai + t, m), ld(bj + t, m), s0);
+        }
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3)));
+    return den > 0 ? sum / den : 0.0;
+}
+
+/* Scores of the tile of pairs once all are assigned: b's template in the inner loop stays in L1
+ * (cheaper than scoring each pair as its solver finishes, when b's blocks have left L1). */
+static inline __attribute__((always_inline)) void
+tile_scores(const int n, const int k, const source_t *restrict src, int64_t np)
+{
+    for (int64_t dq = 0; dq < src->nq; dq++)
+        for (int64_t dp = 0; dp < np; dp++) {
+            int64_t p = src->p0 + dp, q = src->q0 + dq;
+            src->out[p * src->cb + q] = pair_score(n, k, src->A + p * n * k, src->B + q * n * k,
+                                                   src->cols + (dp * src->nq + dq) * 16, src->na[p] * src->nb[q]);
+        }
+}
+
+/* Finish the slot's problem: float check; else double costs and the double check of the same
+ * solution; else the double fast solver, then the SciPy-order solver (tiers permitting); result. */
+static inline __attribute__((always_inline)) void
+slot_finish(const int n, const int k, slot_t *restrict S, source_t *restrict src, ws_t *w)
 {
     int64_t t = S->t;
-    int ok = slot_certify(n, S);
+    int ok = 0;
+    if (S->ok32) {
+        for (int j = 0; j < n; j++) S->col4row[S->row4col[j]] = j;
+        ok = slot_certify32(n, S);
+    }
     const int *col = S->col4row;
-    if (!ok && src->fallback) {
-        if (!src->cost) exact_costs(n, S, src);
-        if (lsa(n, S->c, w->col4row, w->u, w->v, w->spc, w->path, w->row4col, w->SR, w->SC, w->rem) != 0) {
-            src->failed = 1;
-            return;
+    if (!ok && src->tiers >= 2) {
+        src->n32++;
+        if (!src->cost) {
+            const double *a = src->A + S->p * n * k, *bt = src->BT + S->q * n * k;
+            if (src->exact32) { /* the same values from the float copies, still in cache (BT is not) */
+                const float *a32 = src->A32 + S->p * n * k, *bt32 = src->BT32 + S->q * n * k;
+                double *sa = src->scratch, *sb = src->scratch + n * k;
+                for (int t = 0; t < n * k; t++) { sa[t] = a32[t]; sb[t] = bt32[t]; }
+                a = sa;
+                bt = sb;
+            }
+            S->cmax = costs16(n, k, a, bt, src->sqa + S->p * n, src->sqb + S->q * n, S->g, S->c);
+            S->eps = 1e-9 * S->cmax + 1e-300;
         }
-        for (int i = 0; i < n; i++) w->col[i] = (int)w->col4row[i];
-        col = w->col;
-        src->nfb++;
+        ok = S->ok32 && slot_certify(n, S);
+        if (!ok) {
+            src->n64++;
+            int r = jv_unique(n, S->c, w->col, S->eps, &w->jv);
+            if (r < 0 && src->tiers == 2) { src->failed = 1; return; }
+            col = w->col;
+            ok = r == 1;
+            if (!ok && src->tiers == 3) {
+                if (!src->cost) exact_costs(n, S, src);
+                if (lsa(n, S->c, w->col4row, w->u, w->v, w->spc, w->path, w->row4col, w->SR, w->SC, w->rem) != 0) {
+                    src->failed = 1;
+                    return;
+                }
+                for (int i = 0; i < n; i++) w->col[i] = (int)w->col4row[i];
+                src->nfb++;
+            }
+        }
     }
     if (src->cost) {
         for (int i = 0; i < n; i++) src->col_out[t * n + i] = col[i];
         if (src->unique) src->unique[t] = ok;
         return;
     }
-    int64_t p = S->p, q = S->q;
-    double s = 0;
-    for (int i = 0; i < n; i++) s += S->g[i * n + col[i]];
-    double den = src->na[p] * src->nb[q];
-    src->out[p * src->cb + q] = den > 0 ? s / den : 0.0;
+    uint8_t *dst = src->cols + ((S->p - src->p0) * src->nq + S->q - src->q0) * 16;
+    for (int i = 0; i < n; i++) dst[i] = (uint8_t)col[i];
 }
 
-/* Bring slot S to its next Dijkstra search, finishing and loading problems as needed.
+/* Finish the slot's problem (if any) and load the next one that needs a search.
  * Returns 0 when no problem is left for it. */
 static inline __attribute__((always_inline)) int
-slot_advance(const int n, slot_t *restrict S, source_t *restrict src, ws_t *w, int64_t *next, int64_t count)
+slot_advance(const int n, const int k, slot_t *restrict S, source_t *restrict src, ws_t *w, int64_t *next,
+             int64_t count)
 {
     for (;;) {
-        if (S->freerows) { slot_start(n, S); return 1; }
-        if (S->t >= 0) { slot_finish(n, S, src, w); S->t = -1; }
+        if (S->t >= 0) { slot_finish(n, k, S, src, w); S->t = -1; }
         if (*next >= count || src->failed) return 0;
-        slot_load(n, S, src, (*next)++);
+        slot_load(n, k, S, src, (*next)++);
+        if (S->freerows) { slot_start(n, S); return 1; }
     }
 }
 
 /* Solve problems 0..count-1 of src, SLOTS at a time. */
 static inline __attribute__((always_inline)) void
-stream16(const int n, source_t *restrict src, int64_t count, slot_t *slots, ws_t *w)
+stream16(const int n, const int k, source_t *restrict src, int64_t count, slot_t *slots, ws_t *w)
 {
     int64_t next = 0;
     uint32_t active = 0;
     for (int s = 0; s < SLOTS; s++) {
         slots[s].t = -1;
-        slots[s].freerows = 0;
-        if (slot_advance(n, &slots[s], src, w, &next, count)) active |= 1u << s;
+        if (slot_advance(n, k, &slots[s], src, w, &next, count)) active |= 1u << s;
     }
     while (active) {
         for (int s = 0; s < SLOTS; s++) {
             if (!(active >> s & 1)) continue;
             int r = slot_step(n, &slots[s]);
-            if (r < 0) { src->failed = 1; return; }
-            if (r && !slot_advance(n, &slots[s], src, w, &next, count)) active &= ~(1u << s);
+            if (r == 2) slots[s].ok32 = 0; /* the double solvers take over */
+            if (r && !slot_advance(n, k, &slots[s], src, w, &next, count)) active &= ~(1u << s);
         }
     }
 }
 
 static void stream16_any(int n, source_t *src, int64_t count, slot_t *slots, ws_t *w)
 {
-    switch (n) { /* constant n: masks and loop bounds known to the compiler */
-    case 8: stream16(8, src, count, slots, w); break;
-    case 16: stream16(16, src, count, slots, w); break;
-    default: stream16(n, src, count, slots, w);
-    }
+    /* constant n and k: masks and loop bounds known to the compiler (block sizes 32, 16, 8 of
+     * 512-d and 128-d templates) */
+    const int k = src->k;
+    const int64_t np = src->nq ? count / src->nq : 0; /* pairs: rows of the tile */
+    if (n == 16 && k == 32) { stream16(16, 32, src, count, slots, w); if (!src->cost) tile_scores(16, 32, src, np); }
+    else if (n == 16 && k == 8) { stream16(16, 8, src, count, slots, w); if (!src->cost) tile_scores(16, 8, src, np); }
+    else if (n == 8 && k == 16) { stream16(8, 16, src, count, slots, w); if (!src->cost) tile_scores(8, 16, src, np); }
+    else { stream16(n, k, src, count, slots, w); if (!src->cost) tile_scores(n, k, src, np); }
 }
 #endif
 
 /* All-pairs scores out (ca, cb). A: (ca, n, k) blocks of a; BT: (cb, k, n) blocks of b transposed;
- * sqa (ca, n), sqb (cb, n): squared block norms; na, nb: template norms. stats[0] += number of
- * pairs that needed the SciPy-order fallback. Returns 0, or -1 on failure (non-finite input). */
+ * sqa (ca, n), sqb (cb, n): squared block norms; na, nb: template norms; A32, BT32: float copies
+ * of A, BT, with squared block norms sqa32, sqb32; B: (cb, n, k) blocks of b (AVX-512 path).
+ * stats[0] += pairs that needed the SciPy-order fallback, stats[1] += pairs the float check did
+ * not settle, stats[2] += pairs the double check did not settle. Returns 0, or -1 on failure
+ * (non-finite input). */
 int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const double *sqb, const double *na,
-                   const double *nb, int64_t ca, int64_t cb, int64_t nblk, int64_t k, double *out, int64_t *stats)
+                   const double *nb, const float *A32, const float *BT32, const double *B, const double *sqa32,
+                   const double *sqb32, int64_t exact32, int64_t ca, int64_t cb, int64_t nblk, int64_t k, double *out,
+                   int64_t *stats)
 {
     int failed = 0;
-    int64_t fb = 0;
+    int64_t fb = 0, n32 = 0, n64 = 0;
+#ifndef HAVE_STREAM16
+    (void)A32; (void)BT32; (void)B; (void)sqa32; (void)sqb32; (void)exact32; /* AVX-512 path only */
+#endif
     const int64_t pt = 8; /* tiles: 8 templates of a (x 64 of b) stay in cache */
-    #pragma omp parallel reduction(|:failed) reduction(+:fb)
+    #pragma omp parallel reduction(|:failed) reduction(+:fb, n32, n64)
     {
         ws_t *w = ws_new(nblk);
 #ifdef HAVE_STREAM16
         slot_t *slots = aligned_alloc(64, sizeof(slot_t) * SLOTS);
-        if (!slots) failed = 1;
+        uint8_t *cols = malloc(16 * pt * 64);
+        double *scratch = malloc(sizeof(double) * 2 * nblk * k);
+        if (!slots || !cols || !scratch) failed = 1;
 #endif
         if (!ws_ok(w)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
@@ -703,10 +940,13 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
                 const int64_t qt = 64;
                 for (int64_t q0 = 0; q0 < cb && !failed; q0 += qt) {
                     int64_t q1 = q0 + qt < cb ? q0 + qt : cb;
-                    source_t src = {(int)nblk, (int)k, A, BT, sqa, sqb, na, nb, p0, q0, q1 - q0, cb, p0, q0,
-                                    out, NULL, NULL, NULL, 1, 0, 0};
+                    source_t src = {(int)nblk, (int)k, A, BT, sqa, sqb, na, nb, A32, BT32, B, sqa32, sqb32,
+                                    (int)exact32, scratch, p0, q0, q1 - q0, cb, p0, q0, out, cols,
+                                    NULL, NULL, NULL, 3, 0, 0, 0, 0};
                     stream16_any((int)nblk, &src, (p1 - p0) * (q1 - q0), slots, w);
                     fb += src.nfb;
+                    n32 += src.n32;
+                    n64 += src.n64;
                     if (src.failed) failed = 1;
                 }
                 continue;
@@ -724,10 +964,14 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
         }
 #ifdef HAVE_STREAM16
         free(slots);
+        free(cols);
+        free(scratch);
 #endif
         ws_free(w);
     }
     stats[0] += fb;
+    stats[1] += n32;
+    stats[2] += n64;
     return failed ? -1 : 0;
 }
 
@@ -743,8 +987,9 @@ int lsa_batch(const double *cost, int64_t count, int64_t n, int64_t *col_out, in
 #ifdef HAVE_STREAM16
     if (mode != 1 && n <= 16) {
         slot_t *slots = aligned_alloc(64, sizeof(slot_t) * SLOTS);
-        source_t src = {(int)n, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 1, 0, 0, 0, NULL,
-                        cost, col_out, mode == 2 ? unique : NULL, mode == 0, 0, 0};
+        source_t src = {(int)n, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL,
+                        0, 0, 1, 0, 0, 0, NULL, NULL, cost, col_out, mode >= 2 ? unique : NULL,
+                        mode == 0 ? 3 : mode == 2 ? 2 : 1, 0, 0, 0, 0};
         if (slots) stream16_any((int)n, &src, count, slots, w);
         free(slots);
         ws_free(w);
@@ -877,9 +1122,10 @@ def load() -> ctypes.CDLL | None:
         log.warning("loading the PE-MIU native comparator failed (%s); using the numpy path", exc)
         return None
     dp = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
+    fp = np.ctypeslib.ndpointer(dtype=np.float32, flags="C_CONTIGUOUS")
     ip = np.ctypeslib.ndpointer(dtype=np.int64, flags="C_CONTIGUOUS")
     i64 = ctypes.c_int64
-    lib.pemiu_pairwise.argtypes = [dp, dp, dp, dp, dp, dp, i64, i64, i64, i64, dp, ip]
+    lib.pemiu_pairwise.argtypes = [dp, dp, dp, dp, dp, dp, fp, fp, dp, dp, dp, i64, i64, i64, i64, i64, dp, ip]
     lib.pemiu_pairwise.restype = ctypes.c_int
     lib.lsa_batch.argtypes = [dp, i64, i64, ip, i64, ip]
     lib.lsa_batch.restype = ctypes.c_int
@@ -905,7 +1151,7 @@ def build_info() -> str:
     return f"{_built_with}; {kernel}; OpenMP {'yes' if lib.has_openmp() else 'no'}"
 
 
-_MODES = {"auto": 0, "scipy": 1, "fast": 2}
+_MODES = {"auto": 0, "scipy": 1, "fast": 2, "float": 3}
 
 
 def _checked_costs(cost: np.ndarray) -> np.ndarray:
@@ -944,35 +1190,84 @@ def lsa_batch(cost: np.ndarray, solver: str = "auto") -> np.ndarray | None:
     return out
 
 
-def fast_lsa_batch(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The fast solver alone (B <= 64), for tests: assignments and their uniqueness certificates.
+def fast_lsa_batch(cost: np.ndarray, solver: str = "fast") -> tuple[np.ndarray, np.ndarray] | None:
+    """The fast solvers without the SciPy-order fallback, for tests: assignments and certificates.
+
+    Parameters
+    ----------
+    cost : ndarray, shape (N, B, B)
+        Finite cost matrices, B <= 64.
+    solver : {"fast", "float"}
+        ``"fast"``: everything but the SciPy-order solver (with AVX-512 and B <= 16: the float
+        solver, its checks, the double fast solver); ``"float"``: the float solver and its float
+        check only (AVX-512 builds, B <= 16).
 
     Returns
     -------
     (ndarray of int64, shape (N, B), ndarray of bool, shape (N,)) or None
-        An optimal assignment per problem and whether it was certified the unique optimum (then
-        SciPy returns the same one). None when the library is unavailable.
+        An assignment per problem (optimal for ``"fast"``) and whether it was certified the unique
+        optimum (then SciPy returns the same one). None when the library or, for ``"float"``, the
+        AVX-512 kernel is unavailable.
     """
     lib = load()
-    if lib is None:
+    if lib is None or (solver == "float" and not lib.has_avx512()):
         return None
     c = _checked_costs(cost)
     out = np.empty(c.shape[:2], dtype=np.int64)
     flags = np.zeros(len(c), dtype=np.int64)
-    if lib.lsa_batch(c, c.shape[0], c.shape[1], out, _MODES["fast"], flags) < 0:
-        raise ValueError("assignment failed: cost matrices must be finite and B <= 64")
+    if lib.lsa_batch(c, c.shape[0], c.shape[1], out, _MODES[solver], flags) < 0:
+        raise ValueError("assignment failed: cost matrices must be finite and B <= 64 (B <= 16 for float)")
     return out, flags.astype(bool)
 
 
-def pemiu_pairwise(a: np.ndarray, b: np.ndarray, threads: int = 1) -> tuple[np.ndarray, int] | None:
+class Blocks(NamedTuple):
+    """Templates cut into blocks, with what the kernel needs of them (see :func:`prepare`)."""
+
+    x: np.ndarray  # (N, B, K) float64
+    xt: np.ndarray  # (N, K, B) float64, the blocks side by side
+    sq: np.ndarray  # (N, B) squared block norms
+    norm: np.ndarray  # (N,) template norms
+    x32: np.ndarray  # (N, B, K) float32 copy
+    xt32: np.ndarray  # (N, K, B) float32 copy
+    sq32: np.ndarray  # (N, B) squared block norms of the float copy (in double)
+    exact32: bool  # the float copy holds the same values (e.g. float32 templates)
+
+
+def prepare(x: np.ndarray) -> Blocks:
+    """Block-shaped templates (N, B, K) in the layouts of the kernel; reusable across calls.
+
+    Raises ValueError for non-finite values (the kernel clamps, it does not check).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"templates must have shape (N, B, K), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("PE-MIU comparison failed: templates must be finite")
+    xt = np.ascontiguousarray(x.transpose(0, 2, 1))
+    sq = np.einsum("pik,pik->pi", x, x)
+    x32 = x.astype(np.float32)
+    x32d = x32.astype(np.float64)  # the float kernel's error bounds use the float copy's norms
+    sq32 = np.einsum("pik,pik->pi", x32d, x32d)
+    return Blocks(x, xt, sq, np.sqrt(sq.sum(1)), x32, xt.astype(np.float32), sq32, bool(np.array_equal(x32d, x)))
+
+
+def pemiu_pairwise(
+    a: np.ndarray | Blocks, b: np.ndarray | Blocks, threads: int = 1, counts: dict[str, int] | None = None
+) -> tuple[np.ndarray, int] | None:
     """All-pairs PE-MIU scores of block-shaped templates; None when the library is unavailable.
 
     Parameters
     ----------
-    a, b : ndarray, shapes (Na, B, K) and (Nb, B, K)
-        Templates cut into B blocks of size K (float64).
+    a, b : ndarray, shapes (Na, B, K) and (Nb, B, K), or :class:`Blocks`
+        Templates cut into B blocks of size K (float64), or their :func:`prepare` d form (saves
+        the conversions when one side is compared in several calls).
     threads : int
         OpenMP threads.
+    counts : dict, optional
+        Incremented in place: ``"scipy_order"`` (pairs solved by the SciPy-order fallback),
+        ``"float_unsettled"`` (AVX-512 path: pairs whose float solution the float check did not
+        settle, so double costs were computed) and ``"double_unsettled"`` (of those, pairs the
+        double check did not settle either, so the double fast solver ran).
 
     Returns
     -------
@@ -982,22 +1277,22 @@ def pemiu_pairwise(a: np.ndarray, b: np.ndarray, threads: int = 1) -> tuple[np.n
     lib = load()
     if lib is None:
         return None
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # the kernel clamps, it does not check
-        raise ValueError("PE-MIU comparison failed: templates must be finite")
-    na_, nblk, k = a.shape
-    nb_ = len(b)
-    bt = np.ascontiguousarray(b.transpose(0, 2, 1))  # (Nb, K, B): rows of b's blocks side by side
-    sqa = np.einsum("pik,pik->pi", a, a)
-    sqb = np.einsum("pik,pik->pi", b, b)
+    pa = a if isinstance(a, Blocks) else prepare(a)
+    pb = b if isinstance(b, Blocks) else prepare(b)
+    if pa.x.shape[1:] != pb.x.shape[1:]:
+        raise ValueError(f"block shapes differ: {pa.x.shape[1:]} vs {pb.x.shape[1:]}")
+    na_, nblk, k = pa.x.shape
+    nb_ = len(pb.x)
     out = np.empty((na_, nb_), dtype=np.float64)
-    stats = np.zeros(1, dtype=np.int64)
+    stats = np.zeros(3, dtype=np.int64)
     lib.set_threads(int(threads))
     rc = lib.pemiu_pairwise(
-        a, bt, sqa, np.ascontiguousarray(sqb), np.sqrt(sqa.sum(1)), np.sqrt(sqb.sum(1)),
-        na_, nb_, nblk, k, out, stats,
+        pa.x, pb.xt, pa.sq, pb.sq, pa.norm, pb.norm, pa.x32, pb.xt32, pb.x, pa.sq32, pb.sq32,
+        int(pa.exact32 and pb.exact32), na_, nb_, nblk, k, out, stats,
     )
     if rc != 0:
         raise ValueError("PE-MIU assignment failed: templates must be finite")
+    if counts is not None:
+        for key, val in zip(("scipy_order", "float_unsettled", "double_unsettled"), stats.tolist(), strict=True):
+            counts[key] = counts.get(key, 0) + int(val)
     return out, int(stats[0])
