@@ -158,12 +158,15 @@ def test_float_solver_certified_only_when_scipy_agrees(n, kind):
         fast_col, fast_ok = pe_native.fast_lsa_batch(c)
         assert fast_ok.all()
         np.testing.assert_array_equal(fast_col, ref)
+    if n == 16 and kind == "normal":
+        with pytest.raises(ValueError):  # the float solver is for B <= 16
+            pe_native.fast_lsa_batch(np.ones((1, 17, 17)), solver="float")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_native_scores_with_float_level_near_ties(dtype):
     """Blocks that differ by ~1e-6: the float check cannot settle those pairs, the double path
-    does; float64 templates (not float32-exact) take the double path's own data."""
+    does; float64 templates (not float32-exact) bring in the error bound's input rounding."""
     if pe_native.load() is None:
         pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
     rng = np.random.default_rng(11)
@@ -186,6 +189,7 @@ def test_native_scores_of_huge_templates():
         pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
     rng = np.random.default_rng(12)
     x = rng.normal(size=(6, 8, 4)) * 1e20
+    x[0, 0, 0] = 1e39  # beyond float range
     counts: dict[str, int] = {}
     res = pe_native.pemiu_pairwise(x, x[::-1], counts=counts)
     assert res is not None

@@ -206,3 +206,21 @@ def test_grid_report_table_and_heatmap(tmp_path):
     assert (tmp_path / "rsr_table.csv").read_text().count("\n") == 1 + 3 * 3
     for f in ("0.001", "0.01", "0.1"):
         assert (tmp_path / f"rsr_heatmap_fmr{f}.png").stat().st_size > 1000
+
+
+def test_column_grid_titles_and_protection_titles():
+    from facepriv.attacks.reconstruction.runs import protection_title
+    from facepriv.attacks.reconstruction.viz import column_grid
+
+    cols = [np.full((3, 64, 64, 3), v, np.uint8) for v in (0, 128)]
+    plain = column_grid(cols)
+    assert plain.shape == (3 * 66 + 2, 2 * 66 + 2, 3)
+    titled = column_grid(cols, titles=["original", "PE-MIU 32"], cell=96)
+    assert titled.shape == (18 + 3 * 98 + 2, 2 * 98 + 2, 3)
+    assert (titled[:18] < 128).any()  # the titles are drawn in the header band
+    np.testing.assert_array_equal(titled[20:116, 2:98], 0)  # images resized into their cells
+    with pytest.raises(ValueError, match="titles"):
+        column_grid(cols, titles=["one"])
+    assert protection_title(None) == "unprotected"
+    assert protection_title({"name": "pe_miu", "params": {"block_size": 32, "moved_blocks": None}}) == "PE-MIU 32"
+    assert protection_title({"name": "pe_miu", "params": {"block_size": 16, "moved_blocks": 4}}) == "K16 P4"

@@ -328,22 +328,24 @@ score_rows(const int n, const int k, const double *A, const double *BT, const do
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define HAVE_STREAM16 1
-/* B <= 16 with AVX-512: costs and solver in float32, the 16 columns of a row in one register.
- * The float solution is accepted when a check with rigorous error bounds proves it the unique
- * optimum of the exact costs (slot_certify32); otherwise the double costs are computed and the same
- * solution is checked in double (slot_certify), then come the double fast solver and the
- * SciPy-order solver, as on the portable path. Each Dijkstra step is a strictly
- * serial chain (vector min -> column -> its row -> relax that row), so SLOTS independent problems
- * are solved at once, one step of each in turn, and the out-of-order core overlaps their chains.
- * That only works without mispredicted branches (a flush discards the other problems' work), so a
- * step has no data-dependent branch: it always relaxes and always prepares the end of a search
- * (dual update, augmentation, start of the next search), and masks select what applies. The
- * augmenting path needs no pointer chase: path[j] is the set of columns on the search tree's path
- * to column j, kept up to date when j is relaxed. */
+/* B <= 16 with AVX-512: costs and solver in float32, the 16 columns of a row in one register
+ * (half the work of double). The float solution is accepted when a check with rigorous error
+ * bounds proves it the unique optimum of the exact costs (slot_certify32); otherwise the double
+ * costs are computed and the same solution is checked in double (slot_certify), then come the
+ * double fast solver and the SciPy-order solver, as on the portable path. Scores are computed in
+ * double per tile once its pairs are assigned (tile_scores).
+ * Each Dijkstra step is a strictly serial chain (vector min -> column -> its row -> relax that
+ * row), so SLOTS independent problems are solved at once, one step of each in turn, and the
+ * out-of-order core overlaps their chains. That only works without mispredicted branches (a flush
+ * discards the other problems' work too), so a step has no data-dependent branch: it always
+ * relaxes and always prepares the end of a search (dual update, augmentation, start of the next
+ * search), and masks select what applies (measured: the kernel ~10 % faster). The augmenting
+ * path needs no pointer chase: path[j] is the set of columns on the search tree's path to column
+ * j, kept up to date when j is relaxed. */
 #define SLOTS 4
 
 typedef struct {
-    float c32[256]; /* costs rounded to float, row stride 16 (the solver's input) */
+    float c32[256]; /* float costs, row stride 16, lanes >= n zero (the solver's input) */
     int32_t key[16]; /* packed labels, see pack_key() */
     int32_t pred[16], path[16], row4col[16]; /* row a column was reached from; path mask; matching */
     float v[16]; /* column duals */
@@ -361,8 +363,6 @@ typedef struct {
     const double *A, *BT, *sqa, *sqb, *na, *nb; /* pairs: rows p0, p0 + 1, ... x columns [q0, q0 + nq) */
     const float *A32, *BT32; /* float copies of A and BT */
     const double *B, *sqa32, *sqb32; /* b's blocks (cb, n, k) for the scores; squared norms of the float blocks */
-    int exact32; /* the float copies hold the same values */
-    double *scratch; /* 2 n k doubles */
     int64_t p0, q0, nq, cb, pi, qi; /* pi, qi: the next pair */
     double *out;
     uint8_t *cols; /* pairs: assignment of pair (pi, qi) at ((pi - p0) * nq + qi - q0) * 16 */
@@ -464,9 +464,11 @@ static inline double hmax(const int n, const double *x)
  * |c32_ij - d_ij|, d_ij the exact distance of the double blocks:
  * - the float blocks a', b' differ from the double ones by <= u |a_i|, u |b_j| (u = 2^-24), so
  *   their distance d' is within u (|a_i| + |b_j|) of d;
- * - x = fl(fl(sa + sb) - 2 g') (sa, sb: squared norms of a', b' to 1e-15, rounded to float) is
- *   within E2 = (gamma_k + 4.1 u)(sa + sb) of d'^2: gamma_k = k u / (1 - k u) bounds the FMA chain
- *   of g' relative to sum |a_t b_t| <= (sa + sb) / 2, the three roundings add <= 4.02 u (sa + sb);
+ * - x = fl(fl(sa + sb) - 2 g') (sa, sb: squared norms of a', b' summed in double, then rounded to
+ *   float) is within E2 = (gamma_m + 4.1 u)(sa + sb) of d'^2: gamma_m = m u / (1 - m u) with
+ *   m = ceil(k / 2) + 1 bounds g' (two FMA chains, then their sum) relative to
+ *   sum |a_t b_t| <= (sa + sb) / 2, the roundings to float add
+ *   <= 4.02 u (sa + sb), the double sums far less than the remaining 0.08 u;
  * - so |sqrt(x) - d'| <= |x - d'^2| / sqrt(x) <= E2 (1 + 8u) / c32, and always <= sqrt(E2);
  *   fast_sqrt32 adds < 8u c32 (the clamp to FLT_MIN adds < 1e-19).
  * Maxima over the pair are used: sa + sb <= max sa + max sb, c32 >= its minimum. The 1e-30 in
@@ -482,24 +484,32 @@ costs32(const int n, const int k, const float *restrict a, const float *restrict
     const __m512 sb = ld16f(sqb, m0, m1);
     __m512 mx = zero, mn = _mm512_set1_ps(INFINITY);
     for (int i = 0; i < n; i += 8) {
-        /* eight rows of a at a time, one accumulator each (named: the compiler keeps them in
-         * registers); rows past the end repeat the last one */
+        /* eight rows of a at a time, two accumulators each (even and odd t: half the error
+         * bound; named: the compiler keeps them in registers); rows past the end repeat the last */
 #define ROW(q) (a + (i + q < n ? i + q : n - 1) * k)
         const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3);
         const float *r4 = ROW(4), *r5 = ROW(5), *r6 = ROW(6), *r7 = ROW(7);
 #undef ROW
         __m512 x0 = zero, x1 = zero, x2 = zero, x3 = zero, x4 = zero, x5 = zero, x6 = zero, x7 = zero;
-        for (int t = 0; t < k; t++) {
-            __m512 b = _mm512_maskz_loadu_ps(valid, bt + t * n);
-            x0 = _mm512_fmadd_ps(_mm512_set1_ps(r0[t]), b, x0);
-            x1 = _mm512_fmadd_ps(_mm512_set1_ps(r1[t]), b, x1);
-            x2 = _mm512_fmadd_ps(_mm512_set1_ps(r2[t]), b, x2);
-            x3 = _mm512_fmadd_ps(_mm512_set1_ps(r3[t]), b, x3);
-            x4 = _mm512_fmadd_ps(_mm512_set1_ps(r4[t]), b, x4);
-            x5 = _mm512_fmadd_ps(_mm512_set1_ps(r5[t]), b, x5);
-            x6 = _mm512_fmadd_ps(_mm512_set1_ps(r6[t]), b, x6);
-            x7 = _mm512_fmadd_ps(_mm512_set1_ps(r7[t]), b, x7);
+        __m512 y0 = zero, y1 = zero, y2 = zero, y3 = zero, y4 = zero, y5 = zero, y6 = zero, y7 = zero;
+#define ACC(x, r, t, b) x = _mm512_fmadd_ps(_mm512_set1_ps(r[t]), b, x)
+#define ACC8(x, t, b) ACC(x##0, r0, t, b); ACC(x##1, r1, t, b); ACC(x##2, r2, t, b); ACC(x##3, r3, t, b); \
+                      ACC(x##4, r4, t, b); ACC(x##5, r5, t, b); ACC(x##6, r6, t, b); ACC(x##7, r7, t, b)
+        int t = 0;
+        for (; t + 2 <= k; t += 2) {
+            const __m512 b0 = _mm512_maskz_loadu_ps(valid, bt + t * n);
+            const __m512 b1 = _mm512_maskz_loadu_ps(valid, bt + t * n + n);
+            ACC8(x, t, b0);
+            ACC8(y, t + 1, b1);
         }
+        if (t < k) {
+            const __m512 b0 = _mm512_maskz_loadu_ps(valid, bt + t * n);
+            ACC8(x, t, b0);
+        }
+#undef ACC8
+#undef ACC
+        x0 = _mm512_add_ps(x0, y0), x1 = _mm512_add_ps(x1, y1), x2 = _mm512_add_ps(x2, y2), x3 = _mm512_add_ps(x3, y3);
+        x4 = _mm512_add_ps(x4, y4), x5 = _mm512_add_ps(x5, y5), x6 = _mm512_add_ps(x6, y6), x7 = _mm512_add_ps(x7, y7);
         const __m512 xs[8] = {x0, x1, x2, x3, x4, x5, x6, x7};
         for (int q = 0; q < 8 && i + q < n; q++) {
             __m512 sab = _mm512_add_ps(_mm512_set1_ps((float)sqa[i + q]), sb);
@@ -510,7 +520,7 @@ costs32(const int n, const int k, const float *restrict a, const float *restrict
         }
     }
     const double u = 5.9604644775390625e-8, sa = hmax(n, sqa), sbm = hmax(n, sqb);
-    const double e2 = ((k * u) / (1 - k * u) + 4.1 * u) * (sa + sbm) + 1e-30;
+    const double m = (k + 1) / 2 + 1, e2 = (m * u / (1 - m * u) + 4.1 * u) * (sa + sbm) + 1e-30;
     const double cmin = _mm512_reduce_min_ps(mn), cmax = _mm512_reduce_max_ps(mx), s = sqrt(e2);
     *cmax_out = cmax;
     if (!(sa + sbm < 1e30)) return INFINITY; /* products could overflow the float range */
@@ -574,13 +584,14 @@ slot_load(const int n, const int k, slot_t *restrict S, source_t *restrict src, 
 
 /* Dijkstra labels are >= 0, so their bit patterns order like the numbers. A label is stored with its
  * column index in the 4 lowest mantissa bits: one integer min over the vector then gives both the
- * least label and its column (labels perturbed by < 16 float ulp; the check in double measures
- * how far from optimal the result is, see slot_certify). */
+ * least label and its column (labels perturbed by < 16 float ulp: the checks, slot_certify32 and
+ * slot_certify, do not rely on the solver's accuracy). */
 #define KEY_NONE 0x7FFFFFFF
 
 static inline __m512i pack_key(__m512 x, __m512i lane)
 {
-    __m512i bits = _mm512_castps_si512(_mm512_max_ps(x, _mm512_setzero_ps()));
+    /* max(x, 0) on the bits: negative floats are negative integers (1-cycle integer max) */
+    __m512i bits = _mm512_max_epi32(_mm512_castps_si512(x), _mm512_setzero_si512());
     return _mm512_or_si512(_mm512_andnot_si512(_mm512_set1_epi32(15), bits), lane);
 }
 
@@ -624,9 +635,6 @@ static inline __attribute__((always_inline)) int slot_step(const int n, slot_t *
     if (kmin == KEY_NONE) return 2;
     int jm = kmin & 15;
     __m512 mu = _mm512_castsi512_ps(_mm512_andnot_si512(fifteen, m));
-    float mus;
-    int32_t mub = kmin & ~15;
-    memcpy(&mus, &mub, sizeof mus);
     done |= 1u << jm;
     int i = S->row4col[jm];
     /* selects by masks: left as ?: the compiler makes some of them unpredictable branches */
@@ -634,13 +642,16 @@ static inline __attribute__((always_inline)) int slot_step(const int n, slot_t *
     const uint32_t end = (uint32_t)e & 0xFFFFu;
     const int f = S->f;
     __m512 v = _mm512_load_ps(S->v);
-    /* relax from the row matched to jm (from row f when jm is free: results discarded) */
-    /* 512-bit operations have two ports and bound the step: scalar work and loads are cheaper */
-    const float *ci = S->c32 + 16 * (i ^ ((i ^ f) & e));
-    __m512 rv = _mm512_sub_ps(_mm512_load_ps(ci), v);
-    __m512i r = pack_key(_mm512_sub_ps(rv, _mm512_set1_ps(ci[jm] - S->v[jm] - mus)), lane);
+    /* relax from the row matched to jm (from row 15 when jm is free: results discarded). The
+     * steps' serial chain bounds the speed, hence the forms here: row i & 15 (no select), label
+     * via row i mu + (rv - rv_jm) as (rv + mu) - rv_jm (rv + mu does not wait for rv_jm), the
+     * keys' update as a masked min (does not wait for the comparison), max with 0 on the bits
+     * (pack_key); together ~7 % faster */
+    __m512 rv = _mm512_sub_ps(_mm512_load_ps(S->c32 + 16 * (i & 15)), v);
+    __m512 rvjm = _mm512_permutexvar_ps(_mm512_and_si512(m, fifteen), rv);
+    __m512i r = pack_key(_mm512_sub_ps(_mm512_add_ps(rv, mu), rvjm), lane);
     __mmask16 upd = _mm512_mask_cmplt_epi32_mask((__mmask16)(~done & ~end), r, k);
-    k = _mm512_mask_mov_epi32(k, upd, r);
+    k = _mm512_mask_min_epi32(k, (__mmask16)(~done & ~end), k, r);
     __m512i pred = _mm512_mask_mov_epi32(_mm512_load_si512(S->pred), upd, _mm512_set1_epi32(i));
     __m512i path = _mm512_load_si512(S->path);
     const uint32_t pathjm = (uint32_t)S->path[jm];
@@ -716,8 +727,8 @@ static inline __attribute__((always_inline)) int slot_certify32(const int n, slo
  * the others (at most n - 1) have rho >= -A - e_r. Its extra cost, the sum of rho over its edges,
  * is then > T - (n - 1) A - n e_r = eps - n e_r > 0.75 eps for T = eps + (n - 1) A: the same
  * margin as jv_unique()'s certificate, far above rounding (see the top). A = 1e-6 * cmax absorbs
- * the float rounding and the packed labels of the float solver (measured minimum reduced cost
- * ~ -1e-7 * cmax on random problems). */
+ * the float solver's rounding and packed labels and the float costs' deviation from c (typically
+ * ~1e-7 * cmax). On random templates 1 in 12 of the pairs checked here fails (then jv_unique). */
 static inline __attribute__((always_inline)) int slot_certify(const int n, slot_t *restrict S)
 {
     const __mmask8 m0 = n >= 8 ? 0xFF : (__mmask8)((1u << n) - 1);
@@ -814,20 +825,15 @@ slot_finish(const int n, const int k, slot_t *restrict S, source_t *restrict src
     if (S->ok32) {
         for (int j = 0; j < n; j++) S->col4row[S->row4col[j]] = j;
         ok = slot_certify32(n, S);
+    } else {
+        for (int i = 0; i < n; i++) S->col4row[i] = i; /* no float solution (tiers 1: reported uncertified) */
     }
     const int *col = S->col4row;
     if (!ok && src->tiers >= 2) {
         src->n32++;
         if (!src->cost) {
-            const double *a = src->A + S->p * n * k, *bt = src->BT + S->q * n * k;
-            if (src->exact32) { /* the same values from the float copies, still in cache (BT is not) */
-                const float *a32 = src->A32 + S->p * n * k, *bt32 = src->BT32 + S->q * n * k;
-                double *sa = src->scratch, *sb = src->scratch + n * k;
-                for (int t = 0; t < n * k; t++) { sa[t] = a32[t]; sb[t] = bt32[t]; }
-                a = sa;
-                bt = sb;
-            }
-            S->cmax = costs16(n, k, a, bt, src->sqa + S->p * n, src->sqb + S->q * n, S->g, S->c);
+            S->cmax = costs16(n, k, src->A + S->p * n * k, src->BT + S->q * n * k, src->sqa + S->p * n,
+                              src->sqb + S->q * n, S->g, S->c);
             S->eps = 1e-9 * S->cmax + 1e-300;
         }
         ok = S->ok32 && slot_certify(n, S);
@@ -879,6 +885,7 @@ stream16(const int n, const int k, source_t *restrict src, int64_t count, slot_t
     uint32_t active = 0;
     for (int s = 0; s < SLOTS; s++) {
         slots[s].t = -1;
+        memset(slots[s].c32, 0, sizeof slots[s].c32); /* rows >= n: read, never used */
         if (slot_advance(n, k, &slots[s], src, w, &next, count)) active |= 1u << s;
     }
     while (active) {
@@ -897,10 +904,16 @@ static void stream16_any(int n, source_t *src, int64_t count, slot_t *slots, ws_
      * 512-d and 128-d templates) */
     const int k = src->k;
     const int64_t np = src->nq ? count / src->nq : 0; /* pairs: rows of the tile */
-    if (n == 16 && k == 32) { stream16(16, 32, src, count, slots, w); if (!src->cost) tile_scores(16, 32, src, np); }
-    else if (n == 16 && k == 8) { stream16(16, 8, src, count, slots, w); if (!src->cost) tile_scores(16, 8, src, np); }
-    else if (n == 8 && k == 16) { stream16(8, 16, src, count, slots, w); if (!src->cost) tile_scores(8, 16, src, np); }
-    else { stream16(n, k, src, count, slots, w); if (!src->cost) tile_scores(n, k, src, np); }
+#define STREAM(n_, k_) do { \
+        stream16(n_, k_, src, count, slots, w); \
+        if (!src->cost && !src->failed) tile_scores(n_, k_, src, np); \
+    } while (0)
+    if (n == 16 && k == 32) STREAM(16, 32);
+    else if (n == 16 && k == 8) STREAM(16, 8);
+    else if (n == 8 && k == 16) STREAM(8, 16);
+    else if (n == 16) STREAM(16, k);
+    else STREAM(n, k);
+#undef STREAM
 }
 #endif
 
@@ -912,13 +925,12 @@ static void stream16_any(int n, source_t *src, int64_t count, slot_t *slots, ws_
  * (non-finite input). */
 int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const double *sqb, const double *na,
                    const double *nb, const float *A32, const float *BT32, const double *B, const double *sqa32,
-                   const double *sqb32, int64_t exact32, int64_t ca, int64_t cb, int64_t nblk, int64_t k, double *out,
-                   int64_t *stats)
+                   const double *sqb32, int64_t ca, int64_t cb, int64_t nblk, int64_t k, double *out, int64_t *stats)
 {
     int failed = 0;
     int64_t fb = 0, n32 = 0, n64 = 0;
 #ifndef HAVE_STREAM16
-    (void)A32; (void)BT32; (void)B; (void)sqa32; (void)sqb32; (void)exact32; /* AVX-512 path only */
+    (void)A32; (void)BT32; (void)B; (void)sqa32; (void)sqb32; /* AVX-512 path only */
 #endif
     const int64_t pt = 8; /* tiles: 8 templates of a (x 64 of b) stay in cache */
     #pragma omp parallel reduction(|:failed) reduction(+:fb, n32, n64)
@@ -927,8 +939,7 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
 #ifdef HAVE_STREAM16
         slot_t *slots = aligned_alloc(64, sizeof(slot_t) * SLOTS);
         uint8_t *cols = malloc(16 * pt * 64);
-        double *scratch = malloc(sizeof(double) * 2 * nblk * k);
-        if (!slots || !cols || !scratch) failed = 1;
+        if (!slots || !cols) failed = 1;
 #endif
         if (!ws_ok(w)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
@@ -941,7 +952,7 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
                 for (int64_t q0 = 0; q0 < cb && !failed; q0 += qt) {
                     int64_t q1 = q0 + qt < cb ? q0 + qt : cb;
                     source_t src = {(int)nblk, (int)k, A, BT, sqa, sqb, na, nb, A32, BT32, B, sqa32, sqb32,
-                                    (int)exact32, scratch, p0, q0, q1 - q0, cb, p0, q0, out, cols,
+                                    p0, q0, q1 - q0, cb, p0, q0, out, cols,
                                     NULL, NULL, NULL, 3, 0, 0, 0, 0};
                     stream16_any((int)nblk, &src, (p1 - p0) * (q1 - q0), slots, w);
                     fb += src.nfb;
@@ -965,7 +976,6 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
 #ifdef HAVE_STREAM16
         free(slots);
         free(cols);
-        free(scratch);
 #endif
         ws_free(w);
     }
@@ -985,9 +995,14 @@ int lsa_batch(const double *cost, int64_t count, int64_t n, int64_t *col_out, in
     int64_t fb = 0;
     if (!ws_ok(w) || (mode == 2 && n > FASTN)) { ws_free(w); return -1; }
 #ifdef HAVE_STREAM16
+    if (mode == 3 && n > 16) { ws_free(w); return -1; }
+#else
+    if (mode == 3) { ws_free(w); return -1; }
+#endif
+#ifdef HAVE_STREAM16
     if (mode != 1 && n <= 16) {
         slot_t *slots = aligned_alloc(64, sizeof(slot_t) * SLOTS);
-        source_t src = {(int)n, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL,
+        source_t src = {(int)n, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                         0, 0, 1, 0, 0, 0, NULL, NULL, cost, col_out, mode >= 2 ? unique : NULL,
                         mode == 0 ? 3 : mode == 2 ? 2 : 1, 0, 0, 0, 0};
         if (slots) stream16_any((int)n, &src, count, slots, w);
@@ -1125,7 +1140,7 @@ def load() -> ctypes.CDLL | None:
     fp = np.ctypeslib.ndpointer(dtype=np.float32, flags="C_CONTIGUOUS")
     ip = np.ctypeslib.ndpointer(dtype=np.int64, flags="C_CONTIGUOUS")
     i64 = ctypes.c_int64
-    lib.pemiu_pairwise.argtypes = [dp, dp, dp, dp, dp, dp, fp, fp, dp, dp, dp, i64, i64, i64, i64, i64, dp, ip]
+    lib.pemiu_pairwise.argtypes = [dp, dp, dp, dp, dp, dp, fp, fp, dp, dp, dp, i64, i64, i64, i64, dp, ip]
     lib.pemiu_pairwise.restype = ctypes.c_int
     lib.lsa_batch.argtypes = [dp, i64, i64, ip, i64, ip]
     lib.lsa_batch.restype = ctypes.c_int
@@ -1230,7 +1245,6 @@ class Blocks(NamedTuple):
     x32: np.ndarray  # (N, B, K) float32 copy
     xt32: np.ndarray  # (N, K, B) float32 copy
     sq32: np.ndarray  # (N, B) squared block norms of the float copy (in double)
-    exact32: bool  # the float copy holds the same values (e.g. float32 templates)
 
 
 def prepare(x: np.ndarray) -> Blocks:
@@ -1245,10 +1259,11 @@ def prepare(x: np.ndarray) -> Blocks:
         raise ValueError("PE-MIU comparison failed: templates must be finite")
     xt = np.ascontiguousarray(x.transpose(0, 2, 1))
     sq = np.einsum("pik,pik->pi", x, x)
-    x32 = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float range: inf, and the kernel uses double only
+        x32, xt32 = x.astype(np.float32), xt.astype(np.float32)
     x32d = x32.astype(np.float64)  # the float kernel's error bounds use the float copy's norms
     sq32 = np.einsum("pik,pik->pi", x32d, x32d)
-    return Blocks(x, xt, sq, np.sqrt(sq.sum(1)), x32, xt.astype(np.float32), sq32, bool(np.array_equal(x32d, x)))
+    return Blocks(x, xt, sq, np.sqrt(sq.sum(1)), x32, xt32, sq32)
 
 
 def pemiu_pairwise(
@@ -1259,8 +1274,8 @@ def pemiu_pairwise(
     Parameters
     ----------
     a, b : ndarray, shapes (Na, B, K) and (Nb, B, K), or :class:`Blocks`
-        Templates cut into B blocks of size K (float64), or their :func:`prepare` d form (saves
-        the conversions when one side is compared in several calls).
+        Templates cut into B blocks of size K (float64), or the output of :func:`prepare` (saves
+        the conversions when one side takes part in several calls).
     threads : int
         OpenMP threads.
     counts : dict, optional
@@ -1288,7 +1303,7 @@ def pemiu_pairwise(
     lib.set_threads(int(threads))
     rc = lib.pemiu_pairwise(
         pa.x, pb.xt, pa.sq, pb.sq, pa.norm, pb.norm, pa.x32, pb.xt32, pb.x, pa.sq32, pb.sq32,
-        int(pa.exact32 and pb.exact32), na_, nb_, nblk, k, out, stats,
+        na_, nb_, nblk, k, out, stats,
     )
     if rc != 0:
         raise ValueError("PE-MIU assignment failed: templates must be finite")

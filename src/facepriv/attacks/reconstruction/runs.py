@@ -249,9 +249,10 @@ def compare_figure(
     test = _held_out(data, Path(runs[0]), embeddings)
     rows = _preview_rows(test.es.identity, n)
     sub = test.subset(rows)
-    cols = []
+    cols, titles = [], ["original"]
     for r in runs:
         dec, cfg = load_decoder(r)
+        titles.append(protection_title(cfg.protection))
         test_r = _held_out(data, Path(r), embeddings)
         if set(test_r.es.ids.tolist()) != set(test.es.ids.tolist()):
             raise ParameterError(f"{r}: trained with another identity split than {runs[0]}; use the same --seed and --test-fraction")
@@ -266,5 +267,17 @@ def compare_figure(
     size = max(c.shape[1] for c in cols)
     from facepriv.attacks.reconstruction.viz import column_grid
 
-    save_png(column_grid([resize_crops(sub.crops, size), *cols]), outp)
+    save_png(column_grid([resize_crops(sub.crops, size), *cols], titles=titles, cell=max(size, 96)), outp)
     return outp
+
+
+def protection_title(protection: dict[str, Any] | None) -> str:
+    """Short column title of a run's protection: ``unprotected``, ``PE-MIU 32``, ``K16 P4``, else its name."""
+    if protection is None or protection.get("name") == "unprotected":
+        return "unprotected"
+    params = dict(protection.get("params", {}))
+    if protection.get("name") == "pe_miu":
+        if params.get("moved_blocks") is not None:
+            return f"K{params.get('block_size')} P{params['moved_blocks']}"
+        return f"PE-MIU {params.get('block_size')}"
+    return str(protection.get("name"))

@@ -36,18 +36,41 @@ def pair_grid(originals: np.ndarray, reconstructions: np.ndarray, per_row: int =
     return out
 
 
-def column_grid(columns: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
-    """Samples as rows, one column per source (e.g. original, unprotected, PE-MIU 32, ...)."""
+def column_grid(columns: Sequence[np.ndarray], gap: int = 2, titles: Sequence[str] | None = None,
+                cell: int | None = None) -> np.ndarray:
+    """Samples as rows, one column per source (e.g. original, unprotected, PE-MIU 32, ...).
+
+    ``titles`` (one per column) are written in a header band; ``cell`` resizes every image to
+    ``cell`` x ``cell`` pixels (default: the first column's size), so short titles fit.
+    """
+    from PIL import ImageDraw, ImageFont
+
     n = min(len(c) for c in columns)
-    h, w = columns[0].shape[1:3]
-    out = np.full((n * (h + gap) + gap, len(columns) * (w + gap) + gap, 3), 255, np.uint8)
+    h, w = (cell, cell) if cell else columns[0].shape[1:3]
+    head = 18 if titles else 0
+    out = np.full((head + n * (h + gap) + gap, len(columns) * (w + gap) + gap, 3), 255, np.uint8)
     for j, col in enumerate(columns):
         for i in range(n):
             img = col[i]
             if img.shape[:2] != (h, w):
                 img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-            out[gap + i * (h + gap) : gap + i * (h + gap) + h, gap + j * (w + gap) : gap + j * (w + gap) + w] = img
-    return out
+            y, x = head + gap + i * (h + gap), gap + j * (w + gap)
+            out[y : y + h, x : x + w] = img
+    if not titles:
+        return out
+    if len(titles) != len(columns):
+        raise ValueError(f"{len(titles)} titles for {len(columns)} columns")
+    canvas = Image.fromarray(out)
+    draw = ImageDraw.Draw(canvas)
+    try:  # Pillow >= 10.1 ships a scalable default font
+        font = ImageFont.load_default(size=12)
+    except TypeError:
+        font = ImageFont.load_default()
+    for j, t in enumerate(titles):
+        x0 = gap + j * (w + gap)
+        tw = draw.textlength(t, font=font)
+        draw.text((x0 + max(0.0, (w - tw) / 2), 2), t, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
