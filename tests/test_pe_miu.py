@@ -326,3 +326,14 @@ def test_realignment_rate_structured_vs_random():
     assert realignment_rate(structured[:6], structured[6:], 8) == 1.0
     noise = rng.normal(size=(12, 64))
     assert realignment_rate(noise[:6], noise[6:], 8) < 0.2
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_block_size_one_matches_reference_despite_ties(path, integer):
+    """Scalar blocks: 1-d assignments have many exactly tied optima; SciPy's pick must be reproduced."""
+    x = _templates(12, 128, seed=11, integer=integer)
+    p = PEMIU(block_size=1, seed=2).transform(x)
+    comp = PEMIUComparator(1)
+    ref = _reference_matrix(p, p, 1)
+    np.testing.assert_allclose(comp.pairwise(p, p), ref, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(comp.paired(p, p[::-1]), np.diag(ref[:, ::-1]), atol=1e-12, rtol=0)

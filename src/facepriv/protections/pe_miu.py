@@ -99,6 +99,8 @@ class PEMIUComparator(Comparator):
         out = np.empty((na, nb))
         if na == 0 or nb == 0:
             return out
+        if k == 1:
+            return _scores_scalar_blocks(ab[:, :, 0], bb[:, :, 0])
         if pe_native.load() is not None:
             # the kernel computes the block distances itself; chunks of a only drive the progress bar
             chunk = self.chunk or max(1, int(2e5 // nb))
@@ -135,6 +137,8 @@ class PEMIUComparator(Comparator):
         bb = self._prep(b, "second templates")
         if ab.shape != bb.shape:
             raise ParameterError(f"paired comparison needs equal shapes, got {a.shape} and {b.shape}")
+        if self.block_size == 1:
+            return np.array([_scores_scalar_blocks(x[None, :, 0], y[None, :, 0])[0, 0] for x, y in zip(ab, bb)])
         g = np.einsum("nik,njk->nij", ab, bb)
         sqa = np.einsum("nik,nik->ni", ab, ab)
         sqb = np.einsum("njk,njk->nj", bb, bb)
@@ -169,6 +173,26 @@ def assign(cost: np.ndarray, lockstep: bool = False) -> np.ndarray:
     elif hard.size:
         col[hard] = np.stack([linear_sum_assignment(cost[i])[1] for i in hard])
     return col
+
+
+def _scores_scalar_blocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """PE-MIU scores for block size 1 (every dimension a block), shape (len(a), len(b)).
+
+    With scalar blocks the assignment has many exactly tied optima, so the costs must be the
+    reference's to the last bit for SciPy to pick the same one: |a_i - b_j| equals
+    ``cdist``'s sqrt((a_i - b_j)^2) exactly (IEEE sqrt of a square), unlike the Gram-matrix form
+    sqrt(a^2 + b^2 - 2ab) of the batched paths.
+    """
+    out = np.empty((len(a), len(b)))
+    norma, normb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    pairs = [(i, j) for i in range(len(a)) for j in range(len(b))]
+    bar = progress(pairs, desc="PE-MIU scores (block size 1)", unit="pair") if len(pairs) > 2000 else pairs
+    for i, j in bar:
+        cost = np.abs(a[i][:, None] - b[j][None, :])
+        col = linear_sum_assignment(cost)[1]
+        den = norma[i] * normb[j]
+        out[i, j] = float(a[i] @ b[j][col] / den) if den > 0 else 0.0
+    return out
 
 
 def _scores_numpy(g, sqa, sqb, norma, normb, nblk):
