@@ -192,3 +192,24 @@ def test_second_backbone_splits_and_composes():
     x = torch.rand(2, 3, 112, 112)
     with torch.no_grad():
         torch.testing.assert_close(s.server(s.client(x)), get_model("mobilefacenet").torch_module()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_offline_finetuning_moves_templates_of_perturbed_features_towards_the_clean_ones(system, small_faces):
+    """Offline mode: Psi' is fitted so that Psi'(perturbed feature) points where Psi(clean feature) does."""
+    from facepriv.advface.data import extract_features, load_faces
+    from facepriv.advface.evaluate import finetune_server
+
+    fs = extract_features(load_faces(small_faces, str(small_faces / "labels.csv"), "dlib_chip150"), system)
+    clean = fs.features
+    noisy = RandomNoise(eps=2.0, alpha=2.0, steps=3, seed=1).transform(clean)
+    target = torch.from_numpy(system.describe(clean))
+
+    def mean_cos(server):
+        with torch.inference_mode():
+            return float(torch.nn.functional.cosine_similarity(server(torch.from_numpy(noisy)), target).mean())
+
+    before = mean_cos(system.server)
+    tuned = finetune_server(system, noisy, clean, epochs=3, batch=16)
+    assert mean_cos(tuned) > before + 0.2 * (1 - before)
+    assert all(not p.requires_grad for p in tuned.parameters())
+    assert tuned is not system.server  # the system's own Psi is left as it was
