@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     dlib_wall = min(best[names[0]][0], best[names[1]][0])
     dlib_cpu = min(best[names[0]][1], best[names[1]][1])
     env = f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} " if "OMP_WAIT_POLICY" in os.environ else ""
-    cmd = f"{env}nice -n 10 .venv/bin/python benchmarks/bench_dlib_embed.py " + " ".join(argv or sys.argv[1:])
+    nice = f"nice -n {os.nice(0)} " if os.nice(0) else ""  # the command as it was run
+    cmd = f"{env}{nice}.venv/bin/python benchmarks/bench_dlib_embed.py " + " ".join(argv or sys.argv[1:])
     lines = [
         "# dlib_resnet embedding benchmark",
         "",
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"dlib {dlib.__version__} (dlib-bin wheel, BLAS={'yes' if getattr(dlib, 'DLIB_USE_BLAS', False) else 'no'}, "
         f"single-threaded), load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        "(machine shared with other jobs), "
+        "(the machine may be shared), "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}",
         f"- command: `{cmd.strip()}`",
         f"- data: {len(chips)} real 150x150 chips cut by dlib from CelebA (celeba-crops); dlib-bin timed on "

@@ -80,7 +80,7 @@ def main() -> None:
     head = (f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} CPUs, load average {load[0]:.1f} during the run, {n} celeba-crops photos, "
             f"best of {args.rounds} rounds (alignment), one run (embed_folder)\n\n"
-            f"Command: `nice -n 10 .venv/bin/python benchmarks/bench_embedding.py --images {args.images} "
+            f"Command: `{f'nice -n {os.nice(0)} ' if os.nice(0) else ''}.venv/bin/python benchmarks/bench_embedding.py --images {args.images} "
             f"--rounds {args.rounds} --models {' '.join(args.models)}`\n\n")
     text = head + "\n".join(lines) + "\n"
     print(text)

@@ -284,12 +284,18 @@ def collect(run_dir: str | Path) -> ReportData:
     fig_dir = rd / "report_files"
     fig_dir.mkdir(exist_ok=True)
     data.figures = _det_figures(rd, metrics, fig_dir) + _plot_curves(metrics, fig_dir) + _cell_images(rd, metrics)
+    not_applicable: dict[tuple[str, str], list[str]] = {}
     for m in metrics.get("models", {}).values():
         for plabel, p in m.get("protections", {}).items():
             for part in [("utility", p.get("utility")), *p.get("attacks", {}).items()]:
                 name, c = part
-                if c and c.get("status", "ok") != "ok":
+                if c and c.get("status") == "not_applicable":
+                    # one line per attack and reason, not one per protection row
+                    not_applicable.setdefault((name, c.get("message", "")), []).append(plabel)
+                elif c and c.get("status", "ok") != "ok":
                     data.notes.append(f"{plabel} / {name}: {c.get('status')}: {c.get('message', '')}")
+    for (name, why), rows in not_applicable.items():
+        data.notes.append(f"{name}: n/a for {', '.join(dict.fromkeys(rows))} ({why})")
     data.notes = list(dict.fromkeys(data.notes))
     for mlabel, m in metrics.get("models", {}).items():
         for plabel, p in m.get("protections", {}).items():
