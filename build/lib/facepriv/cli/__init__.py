@@ -1,1 +1,0 @@
-"""Command-line interface: a thin shell over the library (one module per command group)."""

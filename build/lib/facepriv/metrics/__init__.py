@@ -1,1 +1,0 @@
-"""facepriv.metrics."""

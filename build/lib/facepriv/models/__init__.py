@@ -1,1 +1,0 @@
-"""Face recognition backbones, detection and alignment, and the model zoo."""
