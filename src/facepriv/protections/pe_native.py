@@ -182,12 +182,7 @@ def lsa_batch(cost: np.ndarray, solver: str = "auto") -> np.ndarray | None:
     lib = load()
     if lib is None:
         return None
-    c = _checked_costs(cost)
-    out = np.empty(c.shape[:2], dtype=np.int64)
-    flags = np.zeros(len(c), dtype=np.int64)
-    if lib.lsa_batch(c, c.shape[0], c.shape[1], out, _MODES[solver], flags) < 0:
-        raise ValueError("assignment failed: cost matrices must be finite")
-    return out
+    return _solve(lib, cost, solver, "finite")[0]
 
 
 def fast_lsa_batch(cost: np.ndarray, solver: str = "fast") -> tuple[np.ndarray, np.ndarray] | None:
@@ -212,12 +207,18 @@ def fast_lsa_batch(cost: np.ndarray, solver: str = "fast") -> tuple[np.ndarray, 
     lib = load()
     if lib is None or (solver == "float" and not lib.has_avx512()):
         return None
+    out, flags = _solve(lib, cost, solver, "finite and B <= 64 (B <= 16 for float)")
+    return out, flags.astype(bool)
+
+
+def _solve(lib: ctypes.CDLL, cost: np.ndarray, solver: str, need: str) -> tuple[np.ndarray, np.ndarray]:
+    """Run the library's batch solver in ``solver`` mode: (columns (N, B), per-problem flags (N,))."""
     c = _checked_costs(cost)
     out = np.empty(c.shape[:2], dtype=np.int64)
     flags = np.zeros(len(c), dtype=np.int64)
     if lib.lsa_batch(c, c.shape[0], c.shape[1], out, _MODES[solver], flags) < 0:
-        raise ValueError("assignment failed: cost matrices must be finite and B <= 64 (B <= 16 for float)")
-    return out, flags.astype(bool)
+        raise ValueError(f"assignment failed: cost matrices must be {need}")
+    return out, flags
 
 
 class Blocks(NamedTuple):
