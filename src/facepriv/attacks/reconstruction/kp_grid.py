@@ -5,13 +5,15 @@ attacker with black-box access to the protection, as in TBIOM 2022) and evaluate
 identities. With the unprotected baseline, that decoder is also evaluated on every cell's protected
 templates (rows ``naive_K*_P*``: an attacker who never saw the permutation). The RSR table (JSON,
 CSV, Markdown) and heat-map PNGs per FMR (``rsr_heatmap_fmr*.png``, naive:
-``rsr_heatmap_naive_fmr*.png``) are written to the output folder. Cells already evaluated (``cells/K*_P*/eval/summary.json``)
-are reused, and unfinished trainings resume, so an interrupted grid continues where it stopped.
+``rsr_heatmap_naive_fmr*.png``) are written to the output folder. Cells already evaluated
+(``cells/K*_P*/eval/summary.json``) are reused, and unfinished trainings resume, so an interrupted
+grid continues where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 from pathlib import Path
@@ -80,8 +82,6 @@ def run_grid(
                 log.info("skipping %s: %d-d embeddings have %s blocks", name, dim, dim / params["block_size"])
                 continue
         if (ev / "summary.json").is_file():
-            import json
-
             results[name] = json.loads((ev / "summary.json").read_text(encoding="utf-8"))
             continue
         c = copy.deepcopy(cfg)
@@ -101,8 +101,6 @@ def run_grid(
                 continue
             ev = base / f"naive_{name}"
             if (ev / "summary.json").is_file():
-                import json
-
                 results[f"naive_{name}"] = json.loads((ev / "summary.json").read_text(encoding="utf-8"))
                 continue
             log.info("grid cell naive_%s: unprotected decoder on %s templates", name, name)
