@@ -144,8 +144,8 @@ def _deid(ctx: CellContext) -> CellResult:
     rc = RunConfig(images=str(ctx.image_root), labels=str(labels), method=str(p["method"]), source=src, eps=eps,
                    probes_per_identity=int(p["probes_per_identity"]), min_gallery=int(p["min_gallery"]),
                    min_images=p["min_images"], max_identities=p["max_identities"], max_images=p["max_images"],
-                   seed=int(p["seed"]),
-                   max_side=int(p["max_side"]), jpeg_quality=p["jpeg_quality"], batch_size=int(p["batch_size"]))
+                   seed=int(p["seed"]), max_side=int(p["max_side"]), jpeg_quality=p["jpeg_quality"],
+                   batch_size=int(p["batch_size"]))
     run_dir = ctx.out_dir / "cloaks"
     run_cloaks(rc, run_dir, overwrite=True)
     s = evaluate_runs([run_dir], targets, ctx.out_dir / "eval", overwrite=True)
@@ -186,8 +186,7 @@ add_attack(AttackAdapter(
     modules=("facepriv.attacks.deid.run", "facepriv.attacks.deid.evaluate"),
     defaults={"method": "bim", "source": "", "targets": [], "eps": [4, 8, 16], "probes_per_identity": 2,
               "min_gallery": 3, "min_images": None, "max_identities": None, "max_images": None, "max_side": 400,
-              "jpeg_quality": 95,
-              "batch_size": 8, "seed": 0},
+              "jpeg_quality": 95, "batch_size": 8, "seed": 0},
     summary="BIM/ILLC photo cloaks vs. closed-set identification: PSR@k per eps, source -> target transfer",
     reference="Ghafourian et al., 2023 (adversarial de-identification, BIM / ILLC)",
 ))

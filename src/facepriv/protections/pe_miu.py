@@ -138,7 +138,7 @@ class PEMIUComparator(Comparator):
         if ab.shape != bb.shape:
             raise ParameterError(f"paired comparison needs equal shapes, got {a.shape} and {b.shape}")
         if self.block_size == 1:
-            return np.array([_scores_scalar_blocks(x[None, :, 0], y[None, :, 0])[0, 0] for x, y in zip(ab, bb)])
+            return np.array([_scalar_block_score(x[:, 0], y[:, 0]) for x, y in zip(ab, bb)])
         g = np.einsum("nik,njk->nij", ab, bb)
         sqa = np.einsum("nik,nik->ni", ab, ab)
         sqb = np.einsum("njk,njk->nj", bb, bb)
@@ -175,23 +175,25 @@ def assign(cost: np.ndarray, lockstep: bool = False) -> np.ndarray:
     return col
 
 
-def _scores_scalar_blocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """PE-MIU scores for block size 1 (every dimension a block), shape (len(a), len(b)).
+def _scalar_block_score(x: np.ndarray, y: np.ndarray) -> float:
+    """PE-MIU score of one pair for block size 1 (every dimension a block).
 
     With scalar blocks the assignment has many exactly tied optima, so the costs must be the
-    reference's to the last bit for SciPy to pick the same one: |a_i - b_j| equals
-    ``cdist``'s sqrt((a_i - b_j)^2) exactly (IEEE sqrt of a square), unlike the Gram-matrix form
-    sqrt(a^2 + b^2 - 2ab) of the batched paths.
+    reference's to the last bit for SciPy to pick the same one: |x_i - y_j| equals
+    ``cdist``'s sqrt((x_i - y_j)^2) exactly (IEEE sqrt of a square), unlike the Gram-matrix form
+    sqrt(x^2 + y^2 - 2xy) of the batched paths.
     """
+    col = linear_sum_assignment(np.abs(x[:, None] - y[None, :]))[1]
+    den = float(np.linalg.norm(x) * np.linalg.norm(y))
+    return float(x @ y[col] / den) if den > 0 else 0.0
+
+
+def _scores_scalar_blocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """All-vs-all PE-MIU scores for block size 1, shape (len(a), len(b)); exact, one pair at a time."""
     out = np.empty((len(a), len(b)))
-    norma, normb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    pairs = [(i, j) for i in range(len(a)) for j in range(len(b))]
-    bar = progress(pairs, desc="PE-MIU scores (block size 1)", unit="pair") if len(pairs) > 2000 else pairs
-    for i, j in bar:
-        cost = np.abs(a[i][:, None] - b[j][None, :])
-        col = linear_sum_assignment(cost)[1]
-        den = norma[i] * normb[j]
-        out[i, j] = float(a[i] @ b[j][col] / den) if den > 0 else 0.0
+    rows = progress(range(len(a)), desc="PE-MIU scores (block size 1)", unit="row") if len(a) * len(b) > 2000 else range(len(a))
+    for i in rows:
+        out[i] = [_scalar_block_score(a[i], y) for y in b]
     return out
 
 
