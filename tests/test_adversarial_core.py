@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from facepriv.adversarial import (
+    AttackResult,
     bim,
     embedding_push,
     illc,
@@ -105,6 +106,51 @@ def test_embedding_push_lowers_cosine_similarity_on_unit_range():
     assert bool((cos < 0.999).all())
     assert float((res.x_adv - x).abs().max()) <= 0.05 + 1e-7
     assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
+    # the clean input is the cosine maximum (loss 1, zero gradient); the reported clean loss says so
+    assert torch.allclose(res.loss_clean, torch.ones(4))
+
+
+def _push(seed, x=None):
+    torch.manual_seed(0)
+    emb = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16)).eval()
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(5)) if x is None else x
+    return embedding_push(emb, x, emb(x).detach(), eps=0.05, alpha=0.01, lower=0.0, upper=1.0, seed=seed)
+
+
+def test_random_start_is_seeded_and_independent_of_global_state():
+    a = _push(3)
+    torch.manual_seed(12345)  # global state must not matter
+    torch.rand(100)
+    assert torch.equal(a.x_adv, _push(3).x_adv)
+    assert not torch.equal(a.x_adv, _push(4).x_adv)
+    # one seed per sample: a sample's start does not depend on the rest of its batch
+    per = _push([7, 8, 9, 10])
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    alone = _push([9], x[2:3])
+    assert torch.equal(per.x_adv[2:3], alone.x_adv)
+
+
+def test_random_start_point_stays_in_ball_and_box():
+    from facepriv.adversarial.core import random_start_point
+
+    x = _images()
+    s = random_start_point(x, 8.0, 1, 0.0, 255.0)
+    assert float((s - x).abs().max()) <= 8.0 and float(s.min()) >= 0 and float(s.max()) <= 255
+    assert float((s - x).abs().mean()) > 2.0  # really random, not the clean point
+    with pytest.raises(ParameterError, match="seed"):
+        random_start_point(x, 8.0, [1, 2], 0.0, 255.0)
+    with pytest.raises(ParameterError, match="seed"):
+        sign_gradient_attack(x, lambda z: z.sum((1, 2, 3)), eps=4, random_start=True)
+
+
+def test_bim_and_illc_have_no_random_start():
+    model, x = _model(), _images()
+    y = model(x).argmax(1)
+    res = bim(model, x, y, eps=4)
+    assert isinstance(res, AttackResult) and torch.equal(res.loss_clean, res.loss_history[0])
+    assert torch.equal(res.loss_clean, _ce(model, x, y))
+    ref = sign_gradient_attack(x, lambda z: _ce(model, z, y), eps=4, maximize=True)
+    assert torch.equal(res.x_adv, ref.x_adv)  # deterministic, no random start
 
 
 @pytest.mark.parametrize("kwargs", [{"eps": 0}, {"eps": -4}, {"eps": float("nan")}, {"eps": 4, "alpha": 0},

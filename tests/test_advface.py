@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ from facepriv.advface.decoders import ARCHITECTURES, build_decoder
 from facepriv.advface.features import FeatureSet, load_features, save_features
 from facepriv.advface.protect import AdvFace, LaplaceDP, RandomNoise, _attack_budget
 from facepriv.advface.split import SplitSystem
-from facepriv.advface.train import DecoderConfig, images_to_tensor, load_decoder, train_decoder
+from facepriv.advface.train import DecoderConfig, _build, images_to_tensor, load_decoder, train_decoder
 from facepriv.cli.main import main
-from facepriv.errors import InputFileError, ParameterError
+from facepriv.errors import InputFileError, OutputExistsError, ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +107,27 @@ def test_features_from_another_cut_are_refused(tmp_path):
         back.check_compatible("dlib_resnet", "stage1")
 
 
-def test_identity_roles_are_disjoint_and_seeded():
-    ident = np.repeat(np.arange(20).astype(str), 3)
-    r = identity_roles(ident, seed=3)
+def _old_identity_roles(identity: np.ndarray, seed: int) -> np.ndarray:
+    """The roles facepriv drew before the one splitter (facepriv.splits) existed, kept to prove equality."""
+    ids = np.unique(identity)
+    perm = np.random.default_rng(seed).permutation(ids)
+    n1, n2 = max(1, round(0.3 * len(ids))), max(1, round(0.3 * len(ids)))
+    role_of = {i: "shadow" for i in perm[:n1]} | {i: "attacker" for i in perm[n1 : n1 + n2]}
+    role_of |= {i: "eval" for i in perm[n1 + n2 :]}
+    return np.array([role_of[i] for i in identity])
+
+
+@pytest.mark.parametrize("n_ids, seed", [(3, 0), (4, 1), (20, 3), (90, 0), (249, 7)])
+def test_identity_roles_are_disjoint_seeded_and_unchanged(n_ids, seed):
+    ident = np.repeat(np.array([f"p{i:03d}" for i in range(n_ids)]), 3)
+    r = identity_roles(ident, seed=seed)
     for a in ("shadow", "attacker", "eval"):
         assert (r == a).any()
     for i in np.unique(ident):
         assert len(set(r[ident == i])) == 1
-    np.testing.assert_array_equal(r, identity_roles(ident, seed=3))
+    np.testing.assert_array_equal(r, _old_identity_roles(ident, seed))
+    with pytest.raises(ParameterError, match="at least 3 identities"):
+        identity_roles(ident[:6], seed)
 
 
 @pytest.mark.slow
@@ -123,11 +137,11 @@ def test_shadow_training_reduces_l1_and_advface_respects_the_bound(system, small
     faces = load_faces(small_faces, str(small_faces / "labels.csv"), "dlib_chip150")
     fs = extract_features(faces, system)
     cfg = DecoderConfig(arch="resrec", feature_shape=system.feature_shape, out_size=32, model="dlib_resnet",
-                        cut="stage1", input_shape=system.input_shape, epochs=4, batch_size=8, lr=3e-3, role="shadow")
+                        cut="stage1", input_shape=system.input_shape, epochs=4, batch_size=8, lr=3e-3, seed=0,
+                        role="shadow", split_seed=0, n_train=len(fs))
     z = torch.from_numpy(fs.features)
     target = images_to_tensor(faces.crops, 32)
-    torch.manual_seed(cfg.seed)
-    before = build_decoder("resrec", system.feature_shape, 32).eval()
+    before = _build(cfg, None).eval()  # the initial weights of the run
     with torch.no_grad():
         l1_before = float((before(z) - target).abs().mean())
     dec = train_decoder(fs.features, faces.crops, cfg, tmp_path / "shadow", client=system.client)
@@ -213,3 +227,58 @@ def test_offline_finetuning_moves_templates_of_perturbed_features_towards_the_cl
     assert mean_cos(tuned) > before + 0.2 * (1 - before)
     assert all(not p.requires_grad for p in tuned.parameters())
     assert tuned is not system.server  # the system's own Psi is left as it was
+
+
+@pytest.fixture(scope="module")
+def feats(system, small_faces):
+    from facepriv.advface.data import extract_features, load_faces
+
+    faces = load_faces(small_faces, str(small_faces / "labels.csv"), system.alignment)
+    return extract_features(faces, system), faces
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_resumed_training_equals_an_uninterrupted_run(system, feats, tmp_path, monkeypatch):
+    """Killed after a checkpoint (and with a half-written checkpoint left), resumed: the same weights exactly."""
+    import facepriv.advface.train as train_mod
+
+    fs, faces = feats
+    cfg = DecoderConfig(arch="resrec", feature_shape=system.feature_shape, out_size=32, model="dlib_resnet",
+                        cut="stage1", input_shape=system.input_shape, epochs=3, batch_size=8, lr=1e-3, seed=4,
+                        role="shadow", split_seed=0, n_train=len(fs))
+    train_decoder(fs.features, faces.crops, cfg, tmp_path / "full")
+    full = torch.load(tmp_path / "full" / "decoder.pt", weights_only=True)
+
+    class Killed(Exception):
+        pass
+
+    real_grid = train_mod.save_grid
+
+    def dies_after_epoch_1(orig, rec, path, n=8):
+        real_grid(orig, rec, path, n)
+        if path.name == "samples_epoch001.png":
+            raise Killed
+
+    monkeypatch.setattr(train_mod, "save_grid", dies_after_epoch_1)
+    with pytest.raises(Killed):
+        train_decoder(fs.features, faces.crops, cfg, tmp_path / "cut")
+    monkeypatch.setattr(train_mod, "save_grid", real_grid)
+    assert torch.load(tmp_path / "cut" / "decoder.pt", weights_only=True)["epoch"] == 1
+    (tmp_path / "cut" / ".decoder.pt.k1ll3d.tmp.pt").write_bytes(b"half a checkpoint")  # SIGKILL mid-write
+    torch.manual_seed(999)  # global random state left by other work must not matter
+    np.random.seed(999)  # noqa: NPY002
+    with pytest.raises(OutputExistsError):  # neither --resume nor --overwrite: refused
+        train_decoder(fs.features, faces.crops, cfg, tmp_path / "cut")
+    train_decoder(fs.features, faces.crops, cfg, tmp_path / "cut", resume=True)
+    resumed = torch.load(tmp_path / "cut" / "decoder.pt", weights_only=True)
+    assert resumed["epoch"] == full["epoch"] == 3
+    assert _same_weights(resumed["state_dict"], full["state_dict"])
+    assert resumed["rng_state"] == full["rng_state"] and resumed["train_l1"] == full["train_l1"]
+    assert not list((tmp_path / "cut").glob(".decoder.pt.*"))  # the stale temporary file is gone
+    # resuming with other settings is refused, naming what differs
+    with pytest.raises(ParameterError, match="lr"):
+        train_decoder(fs.features, faces.crops, replace(cfg, lr=2e-3), tmp_path / "cut", resume=True)

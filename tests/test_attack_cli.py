@@ -165,3 +165,91 @@ def test_bad_inputs_exit_code_2(real_emb, tmp_path, capsys):
         err = capsys.readouterr().err
         assert "facepriv: error:" in err and msg in err, (argv, err)
         assert "Traceback" not in err
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_seed_keying_a_protection_is_written_nowhere(real_emb, tmp_path, capsys, caplog):
+    """Issue 14 item 5: `--seed` also keys the fixed permutation; no output may hold it."""
+    key = "13579246"
+    out = tmp_path / "sim"
+    argv = ["attack", "similarity", "--attacker", str(real_emb), "--target", str(real_emb), "--split-identities", "0.5",
+            "--protection", "pe_miu", "--moved-blocks", "4", "--seed", key, "--top-n", "1,5", "--out", str(out)]
+    with caplog.at_level("DEBUG"):
+        assert main(["-v", *argv]) == 0
+    std = capsys.readouterr()
+    files = _tree(out)
+    assert set(files) == {"probes.csv", "accuracy_vs_n.png", "summary.json"}
+    for name, data in files.items():
+        assert key.encode() not in data, name
+    assert key not in std.out + std.err + caplog.text
+    s = json.loads(files["summary.json"])
+    assert s["seed"] == "<secret>" and s["protection"]["params"] == {"block_size": 32, "moved_blocks": 4, "seed": "<secret>"}
+    # the split seed of an unprotected run is no key: it is recorded
+    out2 = tmp_path / "plain"
+    assert main(["-q", "attack", "classifier", "--attacker", str(real_emb), "--target", str(real_emb),
+                 "--split-identities", "0.5", "--classifier", "knn", "--seed", key, "--out", str(out2)]) == 0
+    assert json.loads((out2 / "summary.json").read_text())["seed"] == int(key)
+
+
+@pytest.mark.parametrize("existing", ["probes.csv", "accuracy_vs_n.png", "summary.json"])
+def test_attack_checks_every_output_before_writing(real_emb, tmp_path, capsys, existing):
+    """Issue 14 item 7: an existing probes.csv or plot is not replaced without --overwrite either."""
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / existing).write_bytes(b"the user's file")
+    argv = ["-q", "attack", "similarity", "--attacker", str(real_emb), "--target", str(real_emb),
+            "--split-identities", "0.5", "--top-n", "1", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{existing}: already exists" in err and len(err.strip().splitlines()) == 1
+    assert _tree(out) == {existing: b"the user's file"}
+    assert main([*argv, "--overwrite"]) == 0
+    assert set(_tree(out)) == {"probes.csv", "accuracy_vs_n.png", "summary.json"}
+
+
+@pytest.mark.parametrize("how", ["same_path", "other_spelling", "symlink", "hardlink"])
+def test_protect_refuses_to_write_over_its_input(real_emb, tmp_path, capsys, how):
+    """Issue 14 item 7: `protect ... --out IN --overwrite` would replace the unprotected templates."""
+    import os
+    import shutil
+
+    src = tmp_path / "base.npz"
+    shutil.copy(real_emb, src)
+    before = src.read_bytes()
+    out = {"same_path": src, "other_spelling": tmp_path / "." / ".." / tmp_path.name / "base.npz",
+           "symlink": tmp_path / "link.npz", "hardlink": tmp_path / "hard.npz"}[how]
+    if how == "symlink":
+        out.symlink_to(src)
+    elif how == "hardlink":
+        os.link(src, out)
+    assert main(["protect", "pe_miu", str(src), "--block-size", "16", "--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is the input file" in err and "--out" in err and "Traceback" not in err
+    assert src.read_bytes() == before and load_embeddings(src).protection is None
+
+
+def test_protect_takes_its_defaults_from_the_component(real_emb, tmp_path, capsys):
+    from facepriv.protections.pe_miu import PEMIU
+
+    out = tmp_path / "p.npz"
+    assert main(["-q", "protect", "pe_miu", str(real_emb), "--out", str(out)]) == 0
+    rec = load_embeddings(out).protection
+    assert rec["params"]["block_size"] == PEMIU.param_defaults()["block_size"]
+    bad = tmp_path / "d100.npz"
+    es = load_embeddings(real_emb)
+    save_embeddings(EmbeddingSet(es.embeddings[:, :100].copy(), es.ids, es.identity, es.attributes), bad)
+    assert main(["protect", "pe_miu", str(bad), "--block-size", "16", "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    # the data error names the file and the flag
+    assert "d100.npz" in err and "--block-size" in err and "does not divide the dimension 100" in err
+    assert not (tmp_path / "x.npz").exists()
+    for argv, flag in ((["--seed", "-1"], "--seed"), (["--seed", str(2**40)], "--seed"), (["--param", "seed=3"], "--seed")):
+        try:
+            code = main(["protect", "pe_miu", str(real_emb), *argv, "--out", str(tmp_path / "y.npz")])
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2 and flag in err and err.startswith("facepriv"), err

@@ -253,3 +253,48 @@ def test_lfw_dataset_component(celeba_dir, lfw_meta_dir, tmp_path):
     assert len(ds.pair_list()) == 6000
     with pytest.raises(ParameterError, match="both male_names and female_names"):
         create("dataset", "lfw", {"root": str(tmp_path), "male_names": str(lfw_meta_dir / "male_names.txt")})
+
+
+# ---------------------------------------------------------------- links leading outside the root (issue 14, item 10)
+def _photo_folder(celeba_dir, tmp_path):
+    root = tmp_path / "data"
+    (root / "alice").mkdir(parents=True)
+    src = sorted((celeba_dir / "07201").iterdir())[0]
+    shutil.copy(src, root / "alice" / "a.jpg")
+    return root, src
+
+
+def test_symlink_leading_outside_the_root_is_refused(celeba_dir, tmp_path):
+    from facepriv.pipeline import align_images
+
+    root, src = _photo_folder(celeba_dir, tmp_path)
+    (root / "alice" / "inside.jpg").symlink_to(root / "alice" / "a.jpg")  # stays inside: fine
+    (root / "alice" / "store.jpg").symlink_to(src)  # a photo in a shared store: fine
+    assert folder_labels(root).images == ["alice/a.jpg", "alice/inside.jpg", "alice/store.jpg"]
+    link = root / "alice" / "passwd.jpg"
+    link.symlink_to("/etc/passwd")
+    with pytest.raises(InputFileError, match=r"passwd.jpg: this symbolic link leads outside the dataset root .* "
+                                             r"to /etc/passwd, which is no image file; refused"):
+        folder_labels(root)
+    # through a labels CSV, and a linked folder
+    link.unlink()
+    (root / "bob").symlink_to("/etc", target_is_directory=True)
+    csv_path = _write(tmp_path / "l.csv", "image,identity\nalice/store.jpg,alice\nbob/passwd,bob\n")
+    with pytest.raises(InputFileError, match=r"bob/passwd: this symbolic link leads outside"):
+        read_labels_csv(csv_path, root=root)
+    # an embeddings file's ids go through align_images: refused before any file is opened
+    with pytest.raises(InputFileError, match="leads outside the dataset root"):
+        align_images(root, ["alice/a.jpg", "../../etc/passwd"], "dlib_chip150", cache=False)
+    with pytest.raises(InputFileError, match="leads outside the dataset root"):
+        align_images(root, ["/etc/passwd"], "dlib_chip150", cache=False)
+
+
+def test_cli_embed_refuses_a_link_to_etc_passwd(celeba_dir, tmp_path, capsys):
+    from facepriv.cli.main import main
+
+    root, _ = _photo_folder(celeba_dir, tmp_path)
+    (root / "alice" / "x.png").symlink_to("/etc/passwd")
+    assert main(["embed", str(root), "--out", str(tmp_path / "E.npz"), "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("facepriv: error: ") and "x.png" in err and "outside the dataset root" in err
+    assert not (tmp_path / "E.npz").exists()

@@ -1,32 +1,24 @@
-"""PSR@k on hand-made rankings, the gallery/probe split, heads I/O and the alignment warp."""
+"""The gallery/probe split, heads (I/O, keys), the alignment warp and the built-in cloaks."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from facepriv.attacks.deid.heads import load_head, rank_of_true, save_head, train_head
-from facepriv.attacks.deid.protocol import psr_at_k, split_gallery_probes
+from facepriv.attacks.deid.heads import head_key, load_head, save_head, train_head
+from facepriv.attacks.deid.protocol import check_split_params, split_gallery_probes
 from facepriv.errors import InputFileError, ParameterError
 
 
-def test_psr_at_k_on_hand_made_ranks():
-    # ranks of the true identity for 8 probes; inf = face not detected (counts as protected)
-    ranks = np.array([1, 1, 2, 5, 6, 30, 60, np.inf])
-    psr = psr_at_k(ranks, (1, 5, 10, 25, 50))
-    assert psr == {1: 75.0, 5: 50.0, 10: 37.5, 25: 37.5, 50: 25.0}
-    assert psr_at_k(np.array([np.nan, 3.0]), (5,)) == {5: 50.0}
-    assert math.isnan(psr_at_k(np.array([]), (1,))[1])
-    with pytest.raises(ParameterError):
-        psr_at_k(ranks, (0,))
+def test_deid_uses_the_one_psr():
+    import facepriv.attacks.deid.evaluate as ev
+    import facepriv.attacks.deid.run as run
+    from facepriv.metrics import privacy
 
-
-def test_rank_of_true_counts_ties_against_the_true_class():
-    logits = np.array([[0.9, 0.1, 0.5], [0.2, 0.2, 0.1], [0.0, 1.0, 2.0]])
-    assert rank_of_true(logits, np.array([0, 1, 0])).tolist() == [1, 2, 3]
+    assert ev.psr_at_k is privacy.psr_at_k and run.psr_at_k is privacy.psr_at_k
+    assert ev.rank_of_true_identity is privacy.rank_of_true_identity
+    assert not hasattr(__import__("facepriv.attacks.deid.protocol", fromlist=["x"]), "psr_at_k")
 
 
 def _labels(counts):
@@ -62,6 +54,17 @@ def test_split_errors_name_the_small_identities():
         split_gallery_probes(*_labels({"a": 9}), probes_per_identity=2, min_gallery=3)
 
 
+@pytest.mark.parametrize("kw, param", [({"seed": -1}, "seed"), ({"probes_per_identity": 0}, "probes_per_identity"),
+                                       ({"min_gallery": 2.5}, "min_gallery"), ({"max_identities": 1}, "max_identities"),
+                                       ({"max_gallery": 2}, "max_gallery"), ({"max_images": True}, "max_images")])
+def test_split_parameters_are_checked_by_name(kw, param):
+    base = {"probes_per_identity": 2, "min_gallery": 3, "min_images": None, "max_identities": None,
+            "max_images": None, "max_gallery": None, "seed": 0}
+    with pytest.raises(ParameterError) as ei:
+        check_split_params(**{**base, **kw})
+    assert ei.value.param == param and str(ei.value).startswith(f"{param}: ") and "--" not in str(ei.value)
+
+
 def test_head_trains_saves_and_reloads(tmp_path):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 16))
@@ -71,6 +74,12 @@ def test_head_trains_saves_and_reloads(tmp_path):
     assert info.classes == ["w", "x", "y", "z"] and info.train_accuracy == 1.0
     head2, info2 = train_head(emb, ident, model="toy", seed=1)
     assert torch.equal(head.linear.weight, head2.linear.weight)  # seeded, deterministic
+    # the key covers everything the head depends on
+    assert info.key == info2.key == head_key(emb, ident, model="toy", seed=1)
+    others = {head_key(emb, ident, model="toy", seed=2), head_key(emb, ident, model="other", seed=1),
+              head_key(emb[::-1], ident, model="toy", seed=1), head_key(emb, ident[::-1], model="toy", seed=1),
+              head_key(emb, ident, model="toy", seed=1, epochs=10)}
+    assert len(others) == 5 and info.key not in others
     save_head(head, info, tmp_path / "h")
     back, binfo = load_head(tmp_path / "h")
     assert binfo == info
@@ -111,6 +120,7 @@ def test_cloak_photos_on_a_real_face(facescrub_dir, method):
     from facepriv.images import load_rgb
     from facepriv.models.alignment import get_aligner
     from facepriv.models.zoo import get_model
+    from facepriv.protections.image import SourcePipeline
 
     people = ["Steve_Carell", "Fran_Drescher"]
     # same size so they form one batch
@@ -125,12 +135,19 @@ def test_cloak_photos_on_a_real_face(facescrub_dir, method):
     with torch.no_grad():  # a head that knows the two faces: class c = its embedding direction
         head.linear.weight.copy_(torch.nn.functional.normalize(torch.from_numpy(emb), dim=1) * 20)
         head.linear.bias.zero_()
-    out = cloak_photos(np.stack(photos), np.stack([al.crop_matrix(r.landmarks) for r in res]), np.array([0, 1]),
-                       net=model.torch_module(), head=head, crop_hw=(150, 150), method=method, eps=4, templates=emb)
+    mats = np.stack([al.crop_matrix(r.landmarks) for r in res])
+    src = SourcePipeline(net=model.torch_module(), head=head, crop_hw=(150, 150), templates=emb)
+    out = cloak_photos(np.stack(photos), mats, np.array([0, 1]), source=src, method=method, eps=4, seeds=[5, 6])
     d = np.abs(out.photos.astype(int) - np.stack(photos).astype(int))
     assert d.max() == 4
-    if method == "push":  # cosine to the enrolled template went down
-        assert bool((out.loss_last < out.loss_first).all()), (out.loss_first, out.loss_last)
+    if method == "push":  # cosine to the enrolled template went down; the random start is seeded
+        assert bool((out.loss_after < out.loss_before).all()), (out.loss_before, out.loss_after)
+        again = cloak_photos(np.stack(photos), mats, np.array([0, 1]), source=src, method=method, eps=4, seeds=[5, 6])
+        assert np.array_equal(again.photos, out.photos)
     else:  # ILLC: the target is the other identity; its logit rose
         assert out.targets.tolist() == [1, 0]
-        assert bool((out.adv_logits[[0, 1], [1, 0]] > out.clean_logits[[0, 1], [1, 0]]).all())
+        clf = src.photo_model(mats, photos[0].shape[:2])
+        with torch.no_grad():
+            clean = clf(torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).float()).numpy()
+            adv = clf(torch.from_numpy(out.photos).permute(0, 3, 1, 2).float()).numpy()
+        assert bool((adv[[0, 1], [1, 0]] > clean[[0, 1], [1, 0]]).all())

@@ -176,24 +176,30 @@ def test_embed_clear_errors_and_no_output(case, celeba_dir, tmp_path, capsys):
         expect = "absent: no such folder"
     elif case == "bad_batch":
         argv += ["--batch-size", "0"]
-        expect = "--batch-size must be >= 1"
+        expect = "argument --batch-size: expected an integer >= 1"
     elif case == "not_npz":
         argv[-1] = str(tmp_path / "E.csv")
         expect = "must end in .npz"
     else:
         argv += ["--model-param", "depth=3"]
         expect = "unknown parameter.*depth"
-    assert main(argv) == 2
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # refused while parsing the arguments
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("facepriv: error: ") and "Traceback" not in err
+    assert "Traceback" not in err
     import re
+
+    assert re.match(r"facepriv( embed)?: error: ", err.strip().splitlines()[-1]), err
 
     assert re.search(expect, err), err
     assert not out.exists() and not (tmp_path / "E.failures.csv").exists()
     assert not list(tmp_path.glob(".E.npz*"))  # no temporary file left behind
 
 
-def test_embed_no_face_anywhere_writes_only_failures(celeba_dir, tmp_path, capsys):
+def test_embed_no_face_anywhere_writes_nothing_and_the_rerun_works(celeba_dir, tmp_path, capsys):
     _need("dlib_resnet")
     data = tmp_path / "data" / "p"
     data.mkdir(parents=True)
@@ -203,10 +209,18 @@ def test_embed_no_face_anywhere_writes_only_failures(celeba_dir, tmp_path, capsy
     out = tmp_path / "E.npz"
     assert main(["embed", str(tmp_path / "data"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "no face found in any of the 2 image(s)" in err and "E.failures.csv" in err
-    assert not out.exists()
+    assert "no face found in any of the 2 image(s)" in err and "reasons: " in err and "nothing written" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "crops-cache") == ["data"]  # no output, no failures
+    # an orphaned failures file of an older failed run does not block the rerun (issue 14, item 10)
+    (tmp_path / "E.failures.csv").write_text("image,reason\np/a.jpg,no face detected\n")
+    shutil.copy(sorted((celeba_dir / "07201").iterdir())[0], data / "c.jpg")
+    assert main(["-q", "embed", str(tmp_path / "data"), "--out", str(out)]) == 0, capsys.readouterr().err
     fails = list(csv.DictReader(open(tmp_path / "E.failures.csv", encoding="utf-8")))
-    assert {f["image"] for f in fails} == {"p/a.jpg", "p/b.jpg"}
+    assert {f["image"] for f in fails} == {"p/a.jpg", "p/b.jpg"} and len(load_embeddings(out)) == 1
+    # a failures file beside an existing output is not orphaned: --overwrite is needed
+    assert main(["-q", "embed", str(tmp_path / "data"), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
 
 
 def test_align_images_cache_key_tracks_files(celeba_dir, tmp_path, monkeypatch):

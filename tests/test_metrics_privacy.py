@@ -48,6 +48,25 @@ def test_psr_hand_made():
     assert psr[1].percent == 80.0
 
 
+def test_psr_counts_unidentifiable_samples_as_protected():
+    # 0-based ranks of 8 probes; inf = the invader's detector found no face (cannot be identified)
+    ranks = np.array([0, 0, 1, 4, 5, 29, 59, np.inf])
+    psr = psr_at_k(ranks, (1, 5, 10, 25, 50))
+    assert {k: float(v) for k, v in psr.items()} == {1: 75.0, 5: 50.0, 10: 37.5, 25: 37.5, 50: 25.0}
+    assert psr[50].successes == 2 and psr[50].n == 8  # 59 and inf are protected at k = 50
+    acc = topk_accuracy(ranks, (1,))
+    assert float(acc[1]) == 0.25
+    with pytest.raises(ParameterError, match="whole numbers"):
+        psr_at_k([np.nan, 1.0], (1,))
+
+
+def test_psr_value_is_eq6_literally():
+    # 100 - 100/N * c, not 100 * (N - c) / N (they differ in the last bit, e.g. N = 3, c = 1)
+    psr = psr_at_k([0, 5, 7], (1,))
+    assert float(psr[1]) == 100.0 - 100.0 / 3 * 1.0 == 66.66666666666666
+    assert psr[1].successes == 2 and psr[1].n == 3
+
+
 def test_topk_hand_made():
     acc = topk_accuracy([0, 0, 3, 7], ks=(1, 4, 10))
     assert {k: float(v) for k, v in acc.items()} == {1: 0.5, 4: 0.75, 10: 1.0}

@@ -206,6 +206,22 @@ def test_non_finite_templates_are_rejected(path):
         PEMIUComparator(8).pairwise(x, x)
 
 
+def test_native_kernel_leaves_the_callers_thread_count_alone():
+    # The OpenMP runtime can be shared with torch: a PE-MIU cell must not change the thread
+    # count (and so the float summation order) of a later torch cell in the same process.
+    torch = pytest.importorskip("torch")
+    if pe_native.load() is None:
+        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = _templates(6, 64, seed=1).reshape(6, 8, 8).astype(np.float64)
+        assert pe_native.pemiu_pairwise(x, x, threads=1) is not None
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_native_scores_count_tied_pairs():
     if pe_native.load() is None:
         pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
@@ -257,7 +273,8 @@ def test_fixed_variant_moves_exactly_p_blocks_same_for_all():
 
 @pytest.mark.parametrize(
     "params",
-    [{"block_size": 0}, {"block_size": 16, "moved_blocks": 1}, {"block_size": 16, "moved_blocks": -2}, {"block_size": "a"}],
+    [{"block_size": 0}, {"block_size": 16, "moved_blocks": 1}, {"block_size": 16, "moved_blocks": -2}, {"block_size": "a"},
+     {"block_size": 16, "seed": -5}],
 )
 def test_bad_parameters(params):
     with pytest.raises(ParameterError):

@@ -1,4 +1,4 @@
-"""Reconstruction attack: decoder shapes, loss terms, RSR maths, splits, checkpoints and resume."""
+"""Reconstruction attack: decoder shapes, loss terms, RSR maths, splits, parameters, checkpoints and resume."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from facepriv.attacks.reconstruction.data import identity_split
+from facepriv.attacks.reconstruction.attack import ReconstructionAttack
+from facepriv.attacks.reconstruction.data import PairedData
 from facepriv.attacks.reconstruction.decoder import FaceDecoder, stage_sizes
 from facepriv.attacks.reconstruction.evaluate import enrolment_partner, success_rates, thresholds_at_fmrs
 from facepriv.attacks.reconstruction.losses import ReconstructionLoss
+from facepriv.attacks.reconstruction.runs import split_paired
 from facepriv.attacks.reconstruction.trainer import (
     CHECKPOINT,
     WEIGHTS,
@@ -21,7 +23,8 @@ from facepriv.attacks.reconstruction.trainer import (
     load_state,
     train_decoder,
 )
-from facepriv.errors import InputFileError, OutputExistsError, ParameterError
+from facepriv.embeddings import EmbeddingSet
+from facepriv.errors import FacePrivError, InputFileError, OutputExistsError, ParameterError
 from facepriv.metrics.image_quality import ssim
 
 
@@ -99,14 +102,49 @@ def test_enrolment_partner_is_another_image_of_the_same_person():
         assert p[i] != i and ident[p[i]] == ident[i]
 
 
-def test_identity_split_disjoint_and_seeded():
-    ident = np.repeat([f"id{i}" for i in range(20)], 3)
-    tr, te = identity_split(ident, 0.2, seed=1)
-    assert not set(ident[tr]) & set(ident[te]) and len(set(ident[te])) == 4
-    tr2, _ = identity_split(ident, 0.2, seed=1)
-    assert (tr == tr2).all()
-    with pytest.raises(ParameterError):
-        identity_split(ident, 1.5, seed=0)
+def _old_identity_split(identity, test_fraction, seed):
+    """The splitter this module had before facepriv.splits (kept here to pin the numbers)."""
+    ids = np.unique(np.asarray(identity).astype(str))
+    n_test = int(min(len(ids) - 1, max(1, round(test_fraction * len(ids)))))
+    test_ids = set(np.random.default_rng(seed).permutation(ids)[:n_test].tolist())
+    test = np.array([str(i) in test_ids for i in identity])
+    return ~test, test
+
+
+@pytest.mark.parametrize("n_ids,fraction,seed", [(20, 0.2, 1), (24, 0.2, 0), (249, 0.1, 0), (7, 0.25, 5), (2, 0.5, 3)])
+def test_split_is_identity_disjoint_seeded_and_reproduces_the_old_splitter(n_ids, fraction, seed):
+    ident = np.repeat([f"id{i:03d}" for i in range(n_ids)], 3)
+    es = EmbeddingSet(np.zeros((len(ident), 4), np.float32), np.array([f"{i}/{k}.jpg" for k, i in enumerate(ident)]), ident)
+    data = PairedData(es, np.zeros((len(ident), 2, 2, 3), np.uint8))
+    train, test = split_paired(data, fraction, seed)
+    old_train, old_test = _old_identity_split(ident, fraction, seed)
+    assert train.es.ids.tolist() == es.ids[old_train].tolist() and test.es.ids.tolist() == es.ids[old_test].tolist()
+    assert not set(train.es.identity) & set(test.es.identity)
+    capped, _ = split_paired(data, fraction, seed, max_train=4)
+    assert len(capped) == min(4, len(train)) and set(capped.es.ids) <= set(train.es.ids)
+
+
+@pytest.mark.parametrize("param,value", [("size", 32), ("size", True), ("epochs", 0), ("batch_size", 1), ("lr", 0.0),
+                                         ("lr", float("nan")), ("w_id", -1.0), ("w_ssim", float("inf")),
+                                         ("test_fraction", 1.0), ("test_fraction", 0), ("max_train", 1),
+                                         ("max_test", -4), ("transfer", "sface"), ("transfer", ["no_such_model"]),
+                                         ("gender", "yes"), ("headline_fmr", 0.05), ("seed", -1), ("seed", 2**40),
+                                         ("step_size", 0), ("gamma", -0.5)])
+def test_parameters_are_validated_and_named(param, value):
+    with pytest.raises(ParameterError) as err:
+        ReconstructionAttack(**{param: value}).validate_params()
+    assert err.value.param == param and str(err.value).startswith(f"{param}: ")
+
+
+def test_one_default_per_parameter():
+    d = ReconstructionAttack.param_defaults()
+    assert (d["size"], d["epochs"], d["test_fraction"], d["batch_size"], d["w_id"]) == (64, 5, 0.2, 32, 0.005)
+    assert (d["max_train"], d["gender"], d["headline_fmr"], d["seed"], tuple(d["transfer"])) == (None, True, 0.001, 0, ())
+    cfg = ReconstructionAttack().train_config()
+    plain = TrainConfig()
+    for k in ("size", "epochs", "batch_size", "lr", "step_size", "gamma", "w_ssim", "w_id", "seed", "test_fraction"):
+        assert getattr(cfg, k) == getattr(plain, k) == d[k], k
+    ReconstructionAttack(max_train=0, max_test=0).validate_params()  # 0 = no cap (as in the paper configs)
 
 
 def _tiny(n=8, size=64, dim=16, seed=0):
@@ -122,29 +160,90 @@ def _cfg(**kw):
     return TrainConfig(**base)
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     z, x = _tiny()
-    full = train_decoder(z, x, _cfg(), tmp_path / "full", None)
+    full = train_decoder(z, x, _cfg(epochs=2), tmp_path / "full", None)
     train_decoder(z, x, _cfg(epochs=1), tmp_path / "part", None)
+    torch.manual_seed(999)  # global state left by other work must not matter
+    torch.rand(5)
     res = train_decoder(z, x, _cfg(epochs=2), tmp_path / "part", None, resume=True)
     assert [h["epoch"] for h in res.history] == [1, 2]
-    a, b = full.decoder.state_dict(), res.decoder.state_dict()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert _same_weights(full.decoder.state_dict(), res.decoder.state_dict())
+    on_disk = load_state(tmp_path / "part" / WEIGHTS)
+    assert _same_weights(on_disk, full.decoder.state_dict())
+    assert "torch_rng" in load_state(tmp_path / "part" / CHECKPOINT)
+    in_memory = train_decoder(z, x, _cfg(epochs=2), None, None)  # no run folder: nothing written
+    assert _same_weights(in_memory.decoder.state_dict(), full.decoder.state_dict())
     dec, cfg = load_decoder(tmp_path / "part")
     assert cfg.epochs == 2 and cfg.embedding_dim == 16
     assert json.loads((tmp_path / "part" / "history.json").read_text())[-1]["epoch"] == 2
 
 
+def test_training_neither_reads_nor_changes_the_global_random_state(tmp_path):
+    z, x = _tiny()
+    torch.manual_seed(1)
+    a = train_decoder(z, x, _cfg(epochs=1), None, None)
+    after = torch.get_rng_state()
+    torch.manual_seed(2)
+    b = train_decoder(z, x, _cfg(epochs=1), None, None)
+    assert _same_weights(a.decoder.state_dict(), b.decoder.state_dict())
+    torch.manual_seed(1)
+    assert torch.equal(torch.get_rng_state(), after)
+
+
 def test_run_folder_is_not_overwritten_and_resume_checks_config(tmp_path):
     z, x = _tiny()
-    train_decoder(z, x, _cfg(epochs=1), tmp_path / "r", None)
+    train_decoder(z, x, _cfg(epochs=1), tmp_path / "r", None, split={"train_identities": ["a", "b"]})
     with pytest.raises(OutputExistsError):
         train_decoder(z, x, _cfg(epochs=1), tmp_path / "r", None)
     with pytest.raises(ParameterError, match="lr"):
         train_decoder(z, x, _cfg(epochs=2, lr=0.01), tmp_path / "r", None, resume=True)
     with pytest.raises(InputFileError, match="nothing to resume"):
         train_decoder(z, x, _cfg(), tmp_path / "empty", None, resume=True)
+    with pytest.raises(ParameterError, match="other identities"):
+        train_decoder(z, x, _cfg(epochs=2), tmp_path / "r", None, resume=True,
+                      split={"train_identities": ["someone else"]})
+
+
+def test_run_folder_states(tmp_path):
+    """A non-run folder is refused untouched; a run killed before its first checkpoint restarts as is."""
+    z, x = _tiny()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    for kw in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(InputFileError, match="holds no reconstruction run"):
+            train_decoder(z, x, _cfg(epochs=1), mine, None, **kw)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{broken")
+    with pytest.raises(InputFileError, match="config.json: not a valid run config"):
+        train_decoder(z, x, _cfg(epochs=1), broken, None, overwrite=True)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InputFileError, match="not a folder"):
+        train_decoder(z, x, _cfg(epochs=1), afile, None)
+    # killed before the first checkpoint: config, split, a half-written checkpoint -> starts afresh
+    started = tmp_path / "started"
+    train_decoder(z, x, _cfg(epochs=1), started, None, split={"train_identities": ["a"]})
+    (started / CHECKPOINT).unlink()
+    (started / ".checkpoint.pt.abc123.tmp.pt").write_bytes(b"half")
+    res = train_decoder(z, x, _cfg(epochs=1), started, None)
+    assert res.history[-1]["epoch"] == 1 and not list(started.glob(".*.tmp*"))
+
+
+def test_a_second_training_into_the_same_folder_is_refused(tmp_path):
+    from facepriv.fileio import FolderLock
+
+    z, x = _tiny()
+    with FolderLock(tmp_path / "r", "training"):
+        with pytest.raises(FacePrivError, match="another training .* is writing"):
+            train_decoder(z, x, _cfg(epochs=1), tmp_path / "r", None)
 
 
 def test_interrupted_checkpoint_write_keeps_last_checkpoint(tmp_path, monkeypatch):
@@ -163,9 +262,13 @@ def test_interrupted_checkpoint_write_keeps_last_checkpoint(tmp_path, monkeypatc
     monkeypatch.setattr(torch, "save", real_save)
     after = load_state(tmp_path / "r" / CHECKPOINT)
     assert after["epoch"] == before["epoch"] == 1
-    assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [p for p in (tmp_path / "r").iterdir() if ".tmp" in p.name]  # no temp files left
+    # a SIGKILL leaves its temporary file behind (no finally runs): resume removes it
+    (tmp_path / "r" / ".checkpoint.pt.k1ll3d.tmp.pt").write_bytes(b"\x00" * 1000)
+    (tmp_path / "r" / ".decoder.pt.k1ll3d.tmp.pt").write_bytes(b"\x00" * 10)
     res = train_decoder(z, x, _cfg(epochs=2), tmp_path / "r", None, resume=True)
     assert res.history[-1]["epoch"] == 2
+    assert not [p for p in (tmp_path / "r").iterdir() if ".tmp" in p.name]
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
@@ -190,6 +293,7 @@ def test_bad_training_inputs(tmp_path):
         train_decoder(z, x[:, :32, :32], _cfg(), tmp_path / "b", None)
     with pytest.raises(ParameterError, match="size"):
         train_decoder(z, x, _cfg(size=100), tmp_path / "c", None)
+    assert not (tmp_path / "c").exists()
 
 
 def test_grid_report_table_and_heatmap(tmp_path):
@@ -211,7 +315,7 @@ def test_grid_report_table_and_heatmap(tmp_path):
 
 
 def test_column_grid_titles_and_protection_titles():
-    from facepriv.attacks.reconstruction.runs import protection_title
+    from facepriv.attacks.reconstruction.figure import protection_title
     from facepriv.attacks.reconstruction.viz import column_grid
 
     cols = [np.full((3, 64, 64, 3), v, np.uint8) for v in (0, 128)]

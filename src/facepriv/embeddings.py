@@ -1,16 +1,19 @@
 """The embeddings ``.npz`` file: the boundary between running a system and evaluating it.
 
-Format (DESIGN.md section 3): ``embeddings`` float32 (N, D); ``ids`` str (N,) sample id (relative
+Format: ``embeddings`` float32 (N, D); ``ids`` str (N,) sample id (relative
 image path); ``identity`` str (N,); optional ``gender`` str (N,) in {"male", "female", ""};
 ``model`` str. Any other 1-d array of length N is kept as an extra attribute column (usable by the
 attribute attacks). ``protection`` (a JSON string ``{"name", "params"}``) records which template
 protection made the file; it never holds a secret. Files from other tools in this format are
 accepted: ``gender``/``model``/``protection`` are optional and numeric labels are converted to str.
+A template that is all zeros or holds NaN/inf is refused (no comparator can score it), and so is a
+``gender`` column whose length differs from the number of templates.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +24,11 @@ import numpy as np
 from facepriv.errors import InputFileError
 from facepriv.fileio import atomic_path, check_writable, read_npz
 
+log = logging.getLogger(__name__)
+
 REQUIRED_KEYS = ("embeddings", "ids", "identity")
+#: columns that must have one value per template when present (never silently dropped)
+_ROW_KEYS = (*REQUIRED_KEYS[1:], "gender")
 _META_KEYS = ("model", "protection")
 
 
@@ -127,6 +134,12 @@ def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingSet:
     bad = ~np.isfinite(emb).all(axis=1)
     if bad.any():
         raise InputFileError(p, f"'embeddings' holds NaN or inf in {int(bad.sum())} row(s), first at row {int(np.argmax(bad))}")
+    zero = ~(emb != 0).any(axis=1)
+    if zero.any():
+        raise InputFileError(
+            p, f"'embeddings' holds {int(zero.sum())} all-zero template(s), first at row {int(np.argmax(zero))}; "
+            "a zero template has no direction and cannot be compared"
+        )
     n = emb.shape[0]
     cols: dict[str, np.ndarray] = {}
     for key, arr in data.items():
@@ -137,8 +150,10 @@ def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingSet:
                 cols[key] = _as_str_array(arr)
             except ValueError as exc:
                 raise InputFileError(p, f"column {key!r}: {exc}") from None
-        elif key in REQUIRED_KEYS:
+        elif key in _ROW_KEYS:
             raise InputFileError(p, f"{key!r} has shape {arr.shape}, expected ({n},) to match 'embeddings'")
+        else:
+            log.warning("%s: array %r of shape %s is not a column of %d rows; ignored", p, key, arr.shape, n)
     model = str(data["model"]) if "model" in data else ""
     protection = None
     if "protection" in data:
@@ -146,12 +161,18 @@ def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingSet:
             protection = json.loads(str(data["protection"]))
         except json.JSONDecodeError:
             raise InputFileError(p, "'protection' is not valid JSON") from None
-        if not isinstance(protection, dict) or "name" not in protection:
+        if not isinstance(protection, dict) or not isinstance(protection.get("name"), str):
             raise InputFileError(p, "'protection' must be a JSON object with a 'name'")
+        if not isinstance(protection.get("params", {}), dict):
+            raise InputFileError(p, "'protection' params must be a JSON object")
         if protection.get("name") == "unprotected":
             protection = None
     ids = cols.pop("ids")
     identity = cols.pop("identity")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        raise InputFileError(p, f"'ids' must be unique sample ids; {dup.size} id(s) occur more than once, e.g. {dup[:3].tolist()}")
     return EmbeddingSet(np.ascontiguousarray(emb), ids, identity, cols, model, protection)
 
 

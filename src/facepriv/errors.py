@@ -22,7 +22,19 @@ class InputFileError(FacePrivError, ValueError):
 
 
 class ParameterError(FacePrivError, ValueError):
-    """A parameter or config value is invalid."""
+    """A parameter or config value is invalid.
+
+    ``param`` names the component parameter at fault (when there is one), so the CLI can say
+    which flag and a config which entry it came from.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class PluginError(FacePrivError, ImportError):
+    """A plugin (entry point or ``module:Name`` reference) cannot be loaded or breaks its protocol."""
 
 
 class OutputExistsError(FacePrivError, FileExistsError):

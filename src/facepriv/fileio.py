@@ -27,11 +27,45 @@ def check_writable(path: str | os.PathLike[str], overwrite: bool) -> Path:
     ------
     OutputExistsError
         If the path exists and ``overwrite`` is false.
+    InputFileError
+        If the path is a folder (a file cannot replace it), or its parent is a file.
     """
     p = Path(path)
+    if p.is_dir():
+        raise InputFileError(p, "is a folder; the output is a file: give a file path")
     if p.exists() and not overwrite:
         raise OutputExistsError(p)
+    parent = next((q for q in p.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputFileError(parent, "is a file, so it cannot hold the output " + p.name)
     return p
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when two paths name one file: equal after resolving links, or the same inode (hard link)."""
+    pa, pb = Path(a), Path(b)
+    if pa.resolve() == pb.resolve():
+        return True
+    try:
+        return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
+    except OSError:
+        return False
+
+
+def check_not_input(out: str | os.PathLike[str], inputs: list[str | os.PathLike[str]], flag: str = "--out") -> None:
+    """Refuse an output path that is one of the inputs (also through a link): writing it would destroy the input.
+
+    Raises
+    ------
+    ParameterError
+        Even when overwriting was requested.
+    """
+    from facepriv.errors import ParameterError
+
+    for inp in inputs:
+        if same_file(out, inp):
+            raise ParameterError(f"{flag} {out} is the input file {inp}; writing it would destroy the input, "
+                                 "so it is refused even with --overwrite: choose another output path")
 
 
 @contextlib.contextmanager
@@ -97,6 +131,24 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """An exception's message as one short line, for error messages that must stay on one line.
+
+    Library messages of YAML, torch or zip errors span several lines (torch's even advises
+    ``weights_only=False``, which would run code from the file); this keeps the first line that
+    says what is wrong, drops such advice, and collapses whitespace.
+    """
+    text = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if "weights_only" not in ln and "pickle.load" not in ln] or lines[:1]
+    out = " ".join(" ".join(lines[:2]).split())
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
 def read_npz(path: str | os.PathLike[str], what: str = "") -> dict[str, np.ndarray]:
     """All arrays of an untrusted ``.npz`` file, never unpickling anything.
 
@@ -110,16 +162,90 @@ def read_npz(path: str | os.PathLike[str], what: str = "") -> dict[str, np.ndarr
     Raises
     ------
     InputFileError
-        Missing file, not an npz, or arrays that would need pickle (object arrays).
+        Missing or unreadable file, a file that is not an npz archive (a single ``.npy`` array
+        or a text file renamed ``.npz`` says so), damaged members, or arrays that would need
+        pickle (object arrays).
     """
     p = Path(path)
     kind = f"{what} .npz" if what else ".npz"
     if not p.is_file():
-        raise InputFileError(p, "no such file")
+        raise InputFileError(p, "no such file" if not p.exists() else "not a file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise InputFileError(p, f"cannot read ({exc.strerror or exc})") from None
+    if head.startswith(_NPY_MAGIC):
+        raise InputFileError(p, f"is a single .npy array, not an npz archive; a {kind} file holds named arrays (np.savez)")
+    if not head.startswith(_ZIP_MAGIC):
+        what_it_is = "an empty file" if not head else "not a zip archive"
+        raise InputFileError(p, f"not an npz archive ({what_it_is}); expected a {kind} file written by np.savez")
+    out: dict[str, np.ndarray] = {}
     try:
         with np.load(p, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise InputFileError(p, f"not a readable {kind} file ({exc})") from None
-    except ValueError as exc:  # object arrays need pickle, which we refuse
-        raise InputFileError(p, f"not a readable {kind} file: loading it would need pickle, which is refused ({exc})") from None
+            for k in npz.files:
+                arr = npz[k]
+                if not isinstance(arr, np.ndarray):
+                    raise InputFileError(p, f"member {k!r} is not a .npy array; not a readable {kind} file")
+                out[k] = arr
+    except InputFileError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):  # object arrays need pickle, which we refuse
+            raise InputFileError(p, f"not a readable {kind} file: loading it would need pickle, which is refused") from None
+        raise InputFileError(p, f"damaged {kind} file ({one_line(exc)})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, TypeError, KeyError, RuntimeError, MemoryError) as exc:
+        raise InputFileError(p, f"not a readable {kind} file ({one_line(exc)})") from None
+    return out
+
+
+#: name of the lock file a writer holds in its output folder
+LOCK_FILE = ".facepriv.lock"
+
+
+class FolderLock:
+    """An exclusive, non-blocking lock on an output folder, held while one process writes to it.
+
+    A second writer (another ``facepriv run`` on the same ``--out``, a second training into the
+    same run folder) is refused with one line naming the folder and the holder's pid. The lock
+    is released by the kernel when the holder dies, so a killed run never blocks its resume.
+
+    Parameters
+    ----------
+    folder : path
+        The output folder (created if missing).
+    what : str
+        What holds the lock, for the message ("facepriv run", "training").
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], what: str = "facepriv run") -> None:
+        self.path = Path(folder) / LOCK_FILE
+        self.what = what
+        self._fh: Any = None
+
+    def __enter__(self) -> FolderLock:
+        import fcntl
+
+        from facepriv.errors import FacePrivError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            who = fh.read().strip() or "another process"
+            fh.close()
+            raise FacePrivError(f"{self.path.parent}: another {self.what} ({who}) is writing to this folder; "
+                                "wait for it to finish or choose another output folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

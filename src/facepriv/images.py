@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -71,8 +71,43 @@ def save_rgb(image: np.ndarray, path: str | os.PathLike[str], jpeg_quality: int 
             im.save(tmp, format="PNG")
 
 
+def path_under(root: str | os.PathLike[str], rel: str) -> Path:
+    """``root / rel``, refusing a path that could make facepriv open something other than a photo.
+
+    A dataset's image paths come from listings, labels CSVs and embeddings files. A path written
+    as absolute or with ``..`` is refused. A symbolic link (the file or a folder on its way) that
+    leads outside ``root`` is followed only to a regular file with an image extension: folders
+    of links into a shared photo store work, while a link to ``/etc/passwd``, a device or a FIFO
+    placed in a dataset folder is refused without being opened.
+
+    Raises
+    ------
+    InputFileError
+        Naming the offending path (the link itself for a symlink).
+    """
+    r = Path(root)
+    pure = PurePosixPath(str(rel).replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or (len(str(rel)) > 1 and str(rel)[1] == ":"):
+        raise InputFileError(r / str(rel), f"this path leads outside the dataset root {r}; refused")
+    p = r / pure
+    real_root = os.path.realpath(r)
+    real = os.path.realpath(p)
+    if os.path.commonpath([real_root, real]) == real_root:
+        return p
+    if os.path.isfile(real) and real.lower().endswith(IMAGE_EXTENSIONS):
+        return p  # a link into a photo store elsewhere
+    what = "a folder" if os.path.isdir(real) else ("no image file" if os.path.exists(real) else "nothing")
+    raise InputFileError(p, f"this symbolic link leads outside the dataset root {r} to {real}, which is {what}; refused")
+
+
 def list_images(root: str | os.PathLike[str]) -> list[str]:
-    """Image files under ``root`` as sorted POSIX paths relative to it (hidden files skipped)."""
+    """Image files under ``root`` as sorted POSIX paths relative to it (hidden files skipped).
+
+    Raises
+    ------
+    InputFileError
+        ``root`` is not a folder, or an image file is a symbolic link leading outside it.
+    """
     r = Path(root)
     if not r.is_dir():
         raise InputFileError(r, "not a folder")
@@ -81,5 +116,8 @@ def list_images(root: str | os.PathLike[str]) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
-                out.append(Path(dirpath, f).relative_to(r).as_posix())
+                rel = Path(dirpath, f).relative_to(r).as_posix()
+                if Path(dirpath, f).is_symlink():
+                    path_under(r, rel)
+                out.append(rel)
     return sorted(out)

@@ -229,16 +229,24 @@ def align_images(
     -------
     AlignedCrops
         Crops in input order; a bad file is a failure with its reason, never an exception.
+
+    Raises
+    ------
+    InputFileError
+        A path leads outside ``root`` (``..``, absolute, or a symbolic link): refused before any
+        file is opened.
     """
-    from facepriv.images import load_rgb
+    from facepriv.images import load_rgb, path_under
     from facepriv.models.alignment import get_aligner
     from facepriv.progress import progress
 
     rel_paths = list(rel_paths)
     if len(set(rel_paths)) != len(rel_paths):
         raise ParameterError("align_images: the image list has duplicates")
-    aligner = get_aligner(recipe)
     r = Path(root)
+    for rel in rel_paths:
+        path_under(r, rel)
+    aligner = get_aligner(recipe)
     h, w = aligner.output_size
     cpath, reuse, stamps = None, {}, {}
     if cache:

@@ -11,12 +11,20 @@ Update rule (Kurakin et al. 2017, Eq. (4)/(5) of Ghafourian et al. 2023)::
 
 with ``s = +1`` when the loss is ascended (untargeted BIM: cross-entropy of the true class) and
 ``s = -1`` when it is descended (targeted ILLC: cross-entropy of the least-likely class).
+
+Random start (PGD-style, Madry et al. 2018): with ``random_start=True`` the first iterate is the
+clean input plus uniform noise in ``[-eps, eps]`` (clipped to the box), drawn from an explicit
+``torch.Generator`` seeded by ``seed`` -- never from the global random state. The embedding push
+needs it: when the enrolled template is the photo's own embedding, the clean photo is the maximum
+of the cosine similarity, where the gradient is zero and a sign step goes nowhere. BIM and ILLC
+start at the clean input, as in the paper.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,21 +57,56 @@ class AttackResult:
         Adversarial tensor, same shape/dtype as the input, inside the eps-ball and the box.
     loss_history : torch.Tensor
         (iterations + 1, N) per-sample loss before each step and after the last one.
+    loss_clean : torch.Tensor
+        (N,) per-sample loss of the clean input (``loss_history[0]`` without a random start).
     """
 
     x_adv: torch.Tensor
     loss_history: torch.Tensor
+    loss_clean: torch.Tensor
 
 
 def _check(eps: float, alpha: float, iterations: int, lower: float, upper: float) -> None:
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-        raise ParameterError(f"eps must be a positive number, got {eps!r}")
+        raise ParameterError(f"eps: must be a positive number, got {eps!r}", param="eps")
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ParameterError(f"alpha (step size) must be a positive number, got {alpha!r}")
+        raise ParameterError(f"alpha: the step size must be a positive number, got {alpha!r}", param="alpha")
     if not (isinstance(iterations, int) and iterations >= 1):
-        raise ParameterError(f"iterations must be an integer >= 1, got {iterations!r}")
+        raise ParameterError(f"iterations: must be an integer >= 1, got {iterations!r}", param="iterations")
     if not lower < upper:
         raise ParameterError(f"value range must satisfy lower < upper, got [{lower}, {upper}]")
+
+
+def _generators(seed: int | Sequence[int] | None, n: int) -> list[torch.Generator]:
+    """One generator for the batch (an int seed) or one per sample (a sequence of N seeds)."""
+    if seed is None:
+        raise ParameterError("seed: a random start needs a seed (an int, or one int per sample)", param="seed")
+    single = isinstance(seed, numbers.Integral)
+    seeds = [int(seed)] if single else [int(s) for s in seed]  # type: ignore[union-attr]
+    if not single and len(seeds) != n:
+        raise ParameterError(f"seed: give one seed per sample ({n}), got {len(seeds)}", param="seed")
+    if any(s < 0 for s in seeds):
+        raise ParameterError(f"seed: must be >= 0, got {min(seeds)}", param="seed")
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def random_start_point(
+    x: torch.Tensor, eps: float, seed: int | Sequence[int], lower: float, upper: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``clip_[lower, upper](x + U(-eps, eps))``: a seeded uniform point of the eps-ball inside the box.
+
+    ``seed`` is one int (one stream for the batch) or one int per sample (each sample's start
+    then depends only on its own seed, whatever batch it is in).
+    """
+    gens = _generators(seed, x.shape[0])
+    if len(gens) == 1:
+        u = torch.rand(x.shape, generator=gens[0], dtype=torch.float64)
+    else:
+        u = torch.stack([torch.rand(x.shape[1:], generator=g, dtype=torch.float64) for g in gens])
+    delta = ((2.0 * u - 1.0) * float(eps)).to(x.dtype)
+    if mask is not None:
+        delta = delta * mask
+    return torch.clamp(x + delta, min=lower, max=upper)
 
 
 def sign_gradient_attack(
@@ -77,6 +120,8 @@ def sign_gradient_attack(
     lower: float = 0.0,
     upper: float = 255.0,
     mask: torch.Tensor | None = None,
+    random_start: bool = False,
+    seed: int | Sequence[int] | None = None,
 ) -> AttackResult:
     """L-inf projected sign-gradient attack, batched over the first dimension.
 
@@ -100,6 +145,10 @@ def sign_gradient_attack(
         Valid value range (0..255 pixels by default, as the paper).
     mask : torch.Tensor, optional
         Broadcastable 0/1 tensor: only where it is 1 may values change (e.g. the face region).
+    random_start : bool
+        Start from a seeded uniform point of the eps-ball (clipped to the box) instead of ``x``.
+    seed : int or sequence of int, optional
+        Seed of the random start (required with it): one int, or one int per sample.
 
     Returns
     -------
@@ -116,7 +165,7 @@ def sign_gradient_attack(
     lo = torch.clamp(x0 - eps, min=lower)
     hi = torch.clamp(x0 + eps, max=upper)
     sign = 1.0 if maximize else -1.0
-    x_adv = x0.clone()
+    x_adv = random_start_point(x0, eps, seed, lower, upper, mask) if random_start else x0.clone()
     history = []
     for _ in range(iterations):
         x_adv.requires_grad_(True)
@@ -133,7 +182,8 @@ def sign_gradient_attack(
             x_adv = torch.minimum(torch.maximum(x_adv.detach() + sign * alpha * step, lo), hi)
     with torch.no_grad():
         history.append(loss_fn(x_adv).detach())
-    return AttackResult(x_adv=x_adv.detach(), loss_history=torch.stack(history))
+        clean = loss_fn(x0).detach() if random_start else history[0]
+    return AttackResult(x_adv=x_adv.detach(), loss_history=torch.stack(history), loss_clean=clean)
 
 
 # --- losses ---------------------------------------------------------------------------------------
@@ -188,9 +238,15 @@ def illc(classifier, x, target_labels=None, *, eps, alpha=1.0, iterations=None, 
     )
 
 
-def embedding_push(embedder, x, templates, *, eps, alpha=1.0, iterations=None, lower=0.0, upper=255.0, mask=None) -> AttackResult:
-    """Open-set variant: minimise the cosine similarity of ``embedder(x)`` to the enrolled templates."""
+def embedding_push(embedder, x, templates, *, eps, alpha=1.0, iterations=None, lower=0.0, upper=255.0, mask=None,
+                   seed: int | Sequence[int] = 0, random_start: bool = True) -> AttackResult:
+    """Open-set variant: minimise the cosine similarity of ``embedder(x)`` to the enrolled templates.
+
+    Starts from a seeded random point of the eps-ball (``seed``: one int, or one per sample): when
+    a template is the input's own embedding, the clean input maximises the cosine similarity and
+    its gradient is zero, so a descent started there would not move.
+    """
     return sign_gradient_attack(
         x, cosine_similarity_loss(embedder, templates), eps=eps, alpha=alpha, iterations=iterations,
-        maximize=False, lower=lower, upper=upper, mask=mask,
+        maximize=False, lower=lower, upper=upper, mask=mask, random_start=random_start, seed=seed,
     )

@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from facepriv.advface.params import ARCHITECTURES
 from facepriv.errors import ParameterError
 
-ARCHITECTURES = ("transrec", "resrec", "urec")
+__all__ = ["ARCHITECTURES", "ResRec", "TransRec", "URec", "build_decoder", "record_layers"]
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -186,4 +187,5 @@ def build_decoder(
         if client is None or input_shape is None:
             raise ParameterError("transrec mirrors the client part: pass client and input_shape")
         return TransRec(client, input_shape, out_size)
-    raise ParameterError(f"unknown reconstruction architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    raise ParameterError(f"arch: unknown reconstruction architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}",
+                         param="arch")

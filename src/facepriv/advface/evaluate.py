@@ -135,7 +135,6 @@ def finetune_server(system: SplitSystem, adv: np.ndarray, clean: np.ndarray, epo
     """
     import copy
 
-    torch.manual_seed(seed)
     server = copy.deepcopy(system.server)
     for p in server.parameters():
         p.requires_grad_(True)
@@ -144,14 +143,16 @@ def finetune_server(system: SplitSystem, adv: np.ndarray, clean: np.ndarray, epo
     opt = torch.optim.Adam(server.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     server.train()
-    for _ in range(epochs):
-        order = rng.permutation(len(z))
-        for i in range(0, len(order), batch):
-            idx = torch.from_numpy(order[i : i + batch])
-            loss = (1.0 - nn.functional.cosine_similarity(server(z[idx]), target[idx])).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    with torch.random.fork_rng(devices=[]):  # a server with dropout draws from ``seed`` only
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            order = rng.permutation(len(z))
+            for i in range(0, len(order), batch):
+                idx = torch.from_numpy(order[i : i + batch])
+                loss = (1.0 - nn.functional.cosine_similarity(server(z[idx]), target[idx])).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
     server.eval()
     for p in server.parameters():
         p.requires_grad_(False)

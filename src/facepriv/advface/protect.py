@@ -1,4 +1,4 @@
-"""AdvFace and the feature-noise baselines as template protections on client feature maps.
+"""AdvFace and the feature-noise baselines: feature protections of client feature maps (kind "feature").
 
 * ``advface``: x~ = S(z), z~ = E(x~), then PGD from z~ ascending ||S(z_t) - x~||_1 with sign
   steps ``alpha`` for ``steps`` iterations; the shadow model S uses the incoming batch's BN
@@ -10,36 +10,35 @@
 of radius eps around the starting feature after every step (PGD of Madry et al., the paper's
 reference [21]); ``"step"`` reads Eq. (6) literally, ||z_{t+1} - z_t||_inf <= eps per step, so
 the total drift can reach ``steps * min(alpha, eps)``. Both are exact (see tests).
+
+The paper's values (:data:`facepriv.advface.params.EPS`, ``ALPHA``, ``STEPS``) are the defaults of these
+protections and of the ``advface_table1`` attack alike.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from facepriv.adversarial.core import sign_gradient_attack
+from facepriv.advface.params import (
+    ALPHA,
+    EPS,
+    STEPS,
+    check_int,
+    check_noise_params,
+    check_number,
+    check_seed,
+)
 from facepriv.advface.split import SplitSystem
-from facepriv.advface.train import load_config, load_decoder
 from facepriv.errors import ParameterError
-from facepriv.protections.base import TemplateProtection
+from facepriv.protections.base import FeatureProtection
 from facepriv.registry import register
-
-BOUNDS = ("ball", "step")
-
-
-def _check_noise_params(name: str, eps: float, alpha: float, steps: int, bound: str) -> None:
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ParameterError(f"{name}: eps must be a number >= 0, got {eps!r}")
-    if not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ParameterError(f"{name}: alpha must be > 0, got {alpha!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ParameterError(f"{name}: steps must be an integer >= 1, got {steps!r}")
-    if bound not in BOUNDS:
-        raise ParameterError(f"{name}: bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
 
 
 def _attack_budget(eps: float, alpha: float, steps: int, bound: str) -> tuple[float, float]:
@@ -48,6 +47,13 @@ def _attack_budget(eps: float, alpha: float, steps: int, bound: str) -> tuple[fl
         return float(eps), float(alpha)
     step = min(float(alpha), float(eps))
     return steps * step, step  # the per-step bound alone; the ball never binds
+
+
+def _feature_maps(x: Any, name: str) -> np.ndarray:
+    x0 = np.asarray(x, dtype=np.float32)
+    if x0.ndim != 4:
+        raise ParameterError(f"{name}: feature maps must be 4-d (N, C, H, W), got shape {x0.shape}")
+    return x0
 
 
 def batch_stat_bn(decoder: nn.Module) -> nn.Module:
@@ -66,26 +72,38 @@ def batch_stat_bn(decoder: nn.Module) -> nn.Module:
 
 
 @register("protection", "advface")
-class AdvFace(TemplateProtection):
-    """Adversarial features against reconstruction (Wang et al., CVPR 2023), on feature maps.
+class AdvFace(FeatureProtection):
+    """Adversarial features against reconstruction (Wang et al., CVPR 2023), on client feature maps.
+
+    The shadow decoder comes from a run folder (``shadow``) or, in memory, from
+    :meth:`use_shadow`; :meth:`fit` loads it.
 
     Parameters
     ----------
     shadow : str
-        Run folder of the server's shadow reconstruction network (``facepriv advface train``);
-        it also names the model and cut the features come from.
-    eps, alpha, steps : float, float, int
-        Noise bound, sign-step size and PGD iterations (paper: 0.2, 0.2, 40).
+        Run folder of the server's shadow reconstruction network (``facepriv advface train
+        --role shadow``); it also names the model and cut the features come from. Empty when the
+        shadow decoder is given in memory with ``use_shadow``.
+    eps : float
+        Noise bound (>= 0; the paper: 0.2); 0 stores E(S(z)) without adversarial steps.
+    alpha : float
+        Size of each sign step (> 0; the paper: 0.2).
+    steps : int
+        Number of PGD iterations (>= 1; the paper: 40).
     bound : {"ball", "step"}
-        How eps limits the noise (module docstring).
+        How eps limits the noise: "ball" = |z_T - z~| <= eps after every step (PGD); "step" =
+        each step within eps (the paper's Eq. 6 read literally).
     batch_size : int
-        Features protected together (the BN statistics come from this batch).
+        Features protected together (>= 2; the shadow decoder's BN statistics come from this batch).
+    seed : int
+        Unused (the PGD starts from E(S(z)); nothing is random); kept so every protection takes
+        a seed.
     """
 
     summary = "AdvFace: PGD on stored feature maps against a shadow reconstruction network"
     reference = "Wang et al., Privacy-preserving adversarial facial features, CVPR 2023"
 
-    def __init__(self, shadow: str = "", eps: float = 0.2, alpha: float = 0.2, steps: int = 40,
+    def __init__(self, shadow: str = "", eps: float = EPS, alpha: float = ALPHA, steps: int = STEPS,
                  bound: str = "ball", batch_size: int = 64, seed: int = 0) -> None:
         self.shadow = shadow
         self.eps = eps
@@ -96,32 +114,48 @@ class AdvFace(TemplateProtection):
         self.seed = seed
 
     def validate_params(self) -> None:
-        _check_noise_params("advface", self.eps, self.alpha, self.steps, self.bound)
-        if not self.shadow:
-            raise ParameterError("advface: shadow (a trained shadow decoder run folder) is required")
+        check_noise_params(self.eps, self.alpha, self.steps, self.bound, self.seed)
+        check_int("batch_size", self.batch_size, 2)
+        if not isinstance(self.shadow, str):
+            raise ParameterError(f"shadow: must be a run folder path, got {self.shadow!r}", param="shadow")
 
-    def fit(self, es=None) -> AdvFace:
+    def use_shadow(self, decoder: nn.Module, system: SplitSystem) -> AdvFace:
+        """Use a shadow decoder held in memory (trained on ``system``'s client features)."""
         self.validate_params()
+        self.system_ = system
+        self.shadow_ = batch_stat_bn(decoder)
+        self.feature_shape_ = tuple(system.feature_shape)
+        return self
+
+    def fit(self, es: Any = None) -> AdvFace:
+        """Load the shadow decoder from ``shadow`` (nothing to do after :meth:`use_shadow`)."""
+        from facepriv.advface.train import load_config, load_decoder
+
+        self.validate_params()
+        if hasattr(self, "shadow_"):
+            return self
+        if not self.shadow:
+            raise ParameterError("shadow: advface needs a trained shadow decoder (a run folder of "
+                                 "`facepriv advface train --role shadow`)", param="shadow")
         cfg = load_config(self.shadow)
         self.system_ = SplitSystem.create(cfg.model, cfg.cut)
         dec, _ = load_decoder(self.shadow, self.system_.client)
         self.shadow_ = batch_stat_bn(dec)
-        self.config_ = cfg
+        self.feature_shape_ = tuple(cfg.feature_shape)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
+        x0 = _feature_maps(x, "advface")
         if not hasattr(self, "shadow_"):
             self.fit()
-        z = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        if tuple(z.shape[1:]) != tuple(self.config_.feature_shape):
+        if tuple(x0.shape[1:]) != self.feature_shape_:
             raise ParameterError(
-                f"advface: features of shape {tuple(z.shape[1:])} do not fit the shadow model "
-                f"({self.config_.model} cut at {self.config_.cut}: {self.config_.feature_shape})"
+                f"advface: features of shape {tuple(x0.shape[1:])} do not fit the shadow decoder "
+                f"({self.system_.model_name} cut at {self.system_.cut}: {self.feature_shape_})"
             )
-        out = []
-        for i in range(0, len(z), self.batch_size):
-            out.append(self.protect_batch(z[i : i + self.batch_size])[1])
-        return torch.cat(out).numpy()
+        z = torch.from_numpy(np.ascontiguousarray(x0))
+        out = [self.protect_batch(z[i : i + self.batch_size])[1] for i in range(0, len(z), self.batch_size)]
+        return torch.cat(out).numpy() if out else x0.copy()
 
     def protect_batch(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(shadow feature z~ = E(S(z)), adversarial feature) for one batch of feature maps."""
@@ -142,14 +176,31 @@ class AdvFace(TemplateProtection):
 
 
 @register("protection", "random_noise")
-class RandomNoise(TemplateProtection):
-    """Random perturbation baseline: ``steps`` sign steps of size alpha in random directions."""
+class RandomNoise(FeatureProtection):
+    """Random perturbation baseline: ``steps`` sign steps of size alpha in random directions.
+
+    Parameters
+    ----------
+    eps : float
+        Noise bound (>= 0; the paper: 0.2), applied as AdvFace applies it.
+    alpha : float
+        Size of each random sign step (> 0; the paper: 0.2).
+    steps : int
+        Number of random sign steps (>= 1; the paper: 40).
+    bound : {"ball", "step"}
+        "ball" = the total noise stays within eps (clipped after every step); "step" = each
+        step within eps.
+    seed : int
+        Seeds the noise. Secret: it regenerates the noise, so it would undo the protection; it
+        is never written to outputs.
+    """
 
     summary = "Random perturbation of feature maps (AdvFace baseline: 40 iterations, bound 0.2 each)"
     reference = "Wang et al., CVPR 2023, section 5.1.3"
     secret_params = ("seed",)  # the seed regenerates the noise, so it would undo the protection
 
-    def __init__(self, eps: float = 0.2, alpha: float = 0.2, steps: int = 40, bound: str = "ball", seed: int = 0) -> None:
+    def __init__(self, eps: float = EPS, alpha: float = ALPHA, steps: int = STEPS, bound: str = "ball",
+                 seed: int = 0) -> None:
         self.eps = eps
         self.alpha = alpha
         self.steps = steps
@@ -157,12 +208,12 @@ class RandomNoise(TemplateProtection):
         self.seed = seed
 
     def validate_params(self) -> None:
-        _check_noise_params("random_noise", self.eps, self.alpha, self.steps, self.bound)
+        check_noise_params(self.eps, self.alpha, self.steps, self.bound, self.seed)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         self.validate_params()
+        x0 = _feature_maps(x, "random_noise")
         rng = np.random.default_rng(self.seed)
-        x0 = np.asarray(x, dtype=np.float32)
         if self.eps == 0:
             return x0.copy()
         radius, step = _attack_budget(self.eps, self.alpha, self.steps, self.bound)
@@ -174,27 +225,37 @@ class RandomNoise(TemplateProtection):
 
 
 @register("protection", "laplace_dp")
-class LaplaceDP(TemplateProtection):
-    """Laplace mechanism on feature maps: noise scale = bound eps (sensitivity) / privacy budget."""
+class LaplaceDP(FeatureProtection):
+    """Laplace mechanism on feature maps: noise scale = bound eps (sensitivity) / privacy budget.
+
+    Parameters
+    ----------
+    eps : float
+        Noise bound taken as the sensitivity (>= 0; the paper: 0.2); the noise is not clipped.
+    budget : float
+        Privacy budget (> 0; the paper: 1.0); the Laplace scale is eps / budget.
+    seed : int
+        Seeds the noise. Secret: it regenerates the noise, so it would undo the protection; it
+        is never written to outputs.
+    """
 
     summary = "Laplace-mechanism noise on feature maps (AdvFace baseline: privacy budget 1.0, bound 0.2)"
     reference = "Wang et al., CVPR 2023, section 5.1.3; Dwork et al. 2006 (Laplace mechanism)"
     secret_params = ("seed",)
 
-    def __init__(self, eps: float = 0.2, budget: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, eps: float = EPS, budget: float = 1.0, seed: int = 0) -> None:
         self.eps = eps
         self.budget = budget
         self.seed = seed
 
     def validate_params(self) -> None:
-        if not isinstance(self.eps, (int, float)) or self.eps < 0:
-            raise ParameterError(f"laplace_dp: eps must be >= 0, got {self.eps!r}")
-        if not isinstance(self.budget, (int, float)) or not self.budget > 0:
-            raise ParameterError(f"laplace_dp: budget must be > 0, got {self.budget!r}")
+        check_number("eps", self.eps, 0.0, strict=False)
+        check_number("budget", self.budget, 0.0, strict=True)
+        check_seed("seed", self.seed)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         self.validate_params()
-        x0 = np.asarray(x, dtype=np.float32)
+        x0 = _feature_maps(x, "laplace_dp")
         if self.eps == 0:
             return x0.copy()
         rng = np.random.default_rng(self.seed)

@@ -37,6 +37,8 @@ class SplitSystem:
         Frozen E and Psi; ``server(client(x))`` equals the full model on [0, 1] RGB input.
     input_shape : (3, H, W)
     feature_shape : (C, h, w)
+    alignment : str
+        Alignment recipe of the model's card (how the photos are cropped before E).
     """
 
     model_name: str
@@ -45,6 +47,7 @@ class SplitSystem:
     server: nn.Module
     input_shape: tuple[int, int, int]
     feature_shape: tuple[int, int, int]
+    alignment: str = ""
     batch_size: int = 64
 
     @classmethod
@@ -55,12 +58,13 @@ class SplitSystem:
             raise ParameterError(f"model {model_name!r} cannot be split into client and server parts")
         cut = cut or DEFAULT_CUTS.get(model_name) or model.cut_points()[0]
         if cut not in model.cut_points():
-            raise ParameterError(f"model {model_name!r} has no cut point {cut!r}; allowed: {', '.join(model.cut_points())}")
+            raise ParameterError(f"model {model_name!r} has no cut point {cut!r}; allowed: {', '.join(model.cut_points())}",
+                                 param="cut")
         client, server = model.split(cut)
         h, w = model.card.input_size
         with torch.no_grad():
             fshape = tuple(client(torch.zeros(1, 3, h, w)).shape[1:])
-        return cls(model_name, cut, client, server, (3, h, w), fshape)  # type: ignore[arg-type]
+        return cls(model_name, cut, client, server, (3, h, w), fshape, model.card.alignment)  # type: ignore[arg-type]
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
         """Resize [0, 1] images to the model's input size inside the graph."""

@@ -1,9 +1,13 @@
 """Training reconstruction networks on (feature map, face crop) pairs with the L1 loss (Eq. 1/3).
 
-One run folder holds ``config.json`` (architecture, feature shape, output size, model, cut, data
-and training settings), ``decoder.pt`` (the latest checkpoint: weights, optimiser, epoch; written
-atomically every epoch, loaded with ``weights_only=True``) and ``samples_epochNNN.png`` grids.
-``resume=True`` continues from the last finished epoch.
+:func:`train_decoder` works in memory (feature maps and crops in, the trained decoder out). With a
+run folder it also keeps ``config.json`` (architecture, feature shape, output size, model, cut,
+data and training settings), ``decoder.pt`` (the latest checkpoint: weights, optimiser, epoch and
+the batch-order generator's state; written atomically every epoch, loaded with
+``weights_only=True``) and ``samples_epochNNN.png`` grids. ``resume=True`` continues from the last
+finished epoch and gives exactly the weights of an uninterrupted run: the initial weights come
+from the run's seed only (a private torch generator state, the process's global one untouched)
+and the batch order from a generator whose state is in the checkpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +23,24 @@ import torch
 from torch import nn
 
 from facepriv.advface.decoders import build_decoder
+from facepriv.advface.params import check_decoder_params
 from facepriv.errors import InputFileError, OutputExistsError, ParameterError
 from facepriv.fileio import atomic_path, write_json_atomic
 from facepriv.progress import progress
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT = "decoder.pt"
+CONFIG = "config.json"
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """Everything needed to rebuild and retrain a reconstruction network."""
+    """Everything needed to rebuild and retrain a reconstruction network (a run's ``config.json``).
+
+    The values come from the ``advface_table1`` attack's parameters (or the flags of
+    ``facepriv advface train``, whose defaults are that attack's); nothing has a default here.
+    """
 
     arch: str
     feature_shape: tuple[int, int, int]
@@ -36,13 +48,22 @@ class DecoderConfig:
     model: str
     cut: str
     input_shape: tuple[int, int, int]
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    seed: int = 0
-    role: str = "attacker"
-    split_seed: int = 0
-    n_train: int = 0
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    role: str
+    split_seed: int
+    n_train: int
+
+    def validate(self) -> None:
+        """Raise ParameterError naming the parameter (``size`` for ``out_size``)."""
+        check_decoder_params(self.arch, self.out_size, self.epochs, self.batch_size, self.lr, self.seed)
+
+    def differences(self, other: DecoderConfig) -> list[str]:
+        """``field: this != other`` for every field that differs."""
+        return [f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
 def images_to_tensor(images: np.ndarray, size: int) -> torch.Tensor:
@@ -55,7 +76,7 @@ def images_to_tensor(images: np.ndarray, size: int) -> torch.Tensor:
 
 def load_config(run: str | Path) -> DecoderConfig:
     """Read a run's ``config.json`` with clear errors."""
-    p = Path(run) / "config.json"
+    p = Path(run) / CONFIG
     if not p.is_file():
         raise InputFileError(p, "no decoder run here (config.json missing)")
     try:
@@ -63,19 +84,26 @@ def load_config(run: str | Path) -> DecoderConfig:
         raw["feature_shape"] = tuple(raw["feature_shape"])
         raw["input_shape"] = tuple(raw["input_shape"])
         return DecoderConfig(**raw)
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError) as exc:
         raise InputFileError(p, f"not a valid decoder config ({exc})") from None
+
+
+def _build(cfg: DecoderConfig, client: nn.Module | None) -> nn.Module:
+    """The decoder with its initial weights drawn from ``cfg.seed`` alone (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build_decoder(cfg.arch, cfg.feature_shape, cfg.out_size, client, cfg.input_shape)
 
 
 def load_decoder(run: str | Path, client: nn.Module | None = None) -> tuple[nn.Module, DecoderConfig]:
     """Rebuild a trained decoder from its run folder (eval mode)."""
     cfg = load_config(run)
-    dec = build_decoder(cfg.arch, cfg.feature_shape, cfg.out_size, client, cfg.input_shape)
-    ckpt = _load_checkpoint(Path(run) / "decoder.pt")
+    dec = _build(cfg, client)
+    ckpt = _load_checkpoint(Path(run) / CHECKPOINT)
     try:
         dec.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError) as exc:
-        raise InputFileError(Path(run) / "decoder.pt", f"weights do not fit the {cfg.arch} architecture ({exc})") from None
+        raise InputFileError(Path(run) / CHECKPOINT, f"weights do not fit the {cfg.arch} architecture ({exc})") from None
     return dec.eval(), cfg
 
 
@@ -85,7 +113,7 @@ def _load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt zip/pickle data
-        raise InputFileError(path, f"corrupt or unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise InputFileError(path, f"corrupt or unreadable checkpoint ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         raise InputFileError(path, "not a facepriv decoder checkpoint (keys state_dict/epoch missing)")
     return ckpt
@@ -103,16 +131,61 @@ def save_grid(originals: torch.Tensor, recons: torch.Tensor, path: Path, n: int 
         Image.fromarray(grid).save(tmp, format="PNG")
 
 
+def _own_file(name: str) -> bool:
+    return name in (CONFIG, CHECKPOINT) or name.startswith(("samples_epoch", f".{CHECKPOINT}.", f".{CONFIG}.", ".samples_epoch"))
+
+
+def check_run_folder(out: str | Path, resume: bool, overwrite: bool) -> bool:
+    """Whether training into ``out`` continues a checkpoint; refuses what it must not touch.
+
+    A missing or empty folder, or one holding only the ``config.json`` of a run killed before
+    its first checkpoint, starts afresh. A folder with a checkpoint needs ``resume`` (continue)
+    or ``overwrite`` (start again); a folder holding other files needs ``overwrite``.
+
+    Raises
+    ------
+    InputFileError
+        ``out`` is a file.
+    OutputExistsError
+        A finished or foreign folder without ``resume`` / ``overwrite``.
+    """
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InputFileError(p, "is a file; a decoder run is a folder")
+    if not p.is_dir():
+        return False
+    names = [q.name for q in p.iterdir()]
+    if (p / CHECKPOINT).is_file():
+        if resume and not overwrite:
+            return True
+        if overwrite:
+            return False
+        raise OutputExistsError(p)
+    if not all(_own_file(n) for n in names) and not overwrite:
+        raise OutputExistsError(p)
+    return False
+
+
+def can_resume(run: str | Path, cfg: DecoderConfig) -> bool:
+    """Whether ``run`` holds a checkpoint of a run started with exactly ``cfg``."""
+    if not (Path(run) / CHECKPOINT).is_file():
+        return False
+    try:
+        return not load_config(run).differences(cfg)
+    except InputFileError:
+        return False
+
+
 def train_decoder(
     features: np.ndarray,
     images: np.ndarray,
     cfg: DecoderConfig,
-    out_dir: str | Path,
+    out_dir: str | Path | None = None,
     client: nn.Module | None = None,
     resume: bool = False,
     overwrite: bool = False,
 ) -> nn.Module:
-    """Train a reconstruction network with the L1 loss; checkpoint every epoch.
+    """Train a reconstruction network with the L1 loss (in memory; checkpoints with a run folder).
 
     Parameters
     ----------
@@ -121,41 +194,57 @@ def train_decoder(
     images : ndarray uint8 (N, H, W, 3)
         The aligned crops the features came from (targets, resized to ``cfg.out_size``).
     cfg : DecoderConfig
-    out_dir : path
-        Run folder.
+    out_dir : path, optional
+        Run folder (config, checkpoint every epoch, sample grids); None keeps nothing on disk.
     client : nn.Module, optional
         The client part E (needed by ``transrec``).
     resume, overwrite : bool
-        Continue an existing run / replace it.
+        Continue the run's checkpoint / start again in an existing run folder
+        (:func:`check_run_folder`). Resuming needs the same config the run was started with.
+
+    Returns
+    -------
+    nn.Module
+        The trained decoder in eval mode.
     """
-    out = Path(out_dir)
+    cfg.validate()
     if len(features) != len(images):
         raise ParameterError(f"{len(features)} feature maps but {len(images)} images: they must correspond 1:1")
+    if len(features) < 2:
+        raise ParameterError(f"a decoder needs at least 2 training images, got {len(features)}")
     if tuple(features.shape[1:]) != tuple(cfg.feature_shape):
         raise ParameterError(f"features have shape {features.shape[1:]}, the config expects {cfg.feature_shape}")
-    ckpt_path = out / "decoder.pt"
-    if ckpt_path.exists() and not (resume or overwrite):
-        raise OutputExistsError(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    dec = build_decoder(cfg.arch, cfg.feature_shape, cfg.out_size, client, cfg.input_shape)
+    out = None if out_dir is None else Path(out_dir)
+    cont = out is not None and check_run_folder(out, resume, overwrite)
+    dec = _build(cfg, client)
     opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
     start = 0
-    if resume and ckpt_path.exists():
-        if load_config(out) != cfg:
-            raise ParameterError(f"{out}: --resume with different settings than the run was started with")
-        ckpt = _load_checkpoint(ckpt_path)
-        dec.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(ckpt["optimizer"])
+    if out is not None:
+        for stale in out.glob(f".{CHECKPOINT}.*"):  # temporary file of a write killed half-way
+            stale.unlink()
+    if cont:
+        assert out is not None
+        diff = load_config(out).differences(cfg)
+        if diff:
+            raise ParameterError(f"{out}: cannot resume: the run was started with other settings ({'; '.join(diff)})")
+        ckpt = _load_checkpoint(out / CHECKPOINT)
+        try:
+            dec.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise InputFileError(out / CHECKPOINT, f"does not fit this run ({type(exc).__name__})") from None
         start = int(ckpt["epoch"])
+        if "rng_state" in ckpt:
+            rng.bit_generator.state = json.loads(ckpt["rng_state"])
+        else:  # a checkpoint of an older facepriv: replay the batch orders drawn so far
+            for _ in range(start):
+                rng.permutation(len(features))
         log.info("resuming %s from epoch %d", out, start)
-    else:
-        write_json_atomic(out / "config.json", asdict(cfg))
+    elif out is not None:
+        write_json_atomic(out / CONFIG, asdict(cfg))
     z_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     x_all = images_to_tensor(images, cfg.out_size)
-    rng = np.random.default_rng(cfg.seed)
-    for _ in range(start):  # keep the shuffling sequence identical after a resume
-        rng.permutation(len(z_all))
     for epoch in range(start, cfg.epochs):
         dec.train()
         order = rng.permutation(len(z_all))
@@ -174,10 +263,11 @@ def train_decoder(
             bar.set_postfix(l1=f"{lv:.4f}")
         log.info("%s epoch %d: L1 %.4f (%.1f img/s)", cfg.arch, epoch + 1, total / len(order),
                  len(order) / (time.perf_counter() - t0))
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"state_dict": dec.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                        "train_l1": total / len(order)}, tmp)
         dec.eval()
-        with torch.no_grad():
-            save_grid(x_all[:8], dec(z_all[:8]), out / f"samples_epoch{epoch + 1:03d}.png")
+        if out is not None:
+            with atomic_path(out / CHECKPOINT) as tmp:
+                torch.save({"state_dict": dec.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                            "train_l1": total / len(order), "rng_state": json.dumps(rng.bit_generator.state)}, tmp)
+            with torch.no_grad():
+                save_grid(x_all[:8], dec(z_all[:8]), out / f"samples_epoch{epoch + 1:03d}.png")
     return dec.eval()

@@ -1,8 +1,7 @@
-"""Attacks on protections. Importing this package registers every attack."""
+"""Attacks on protections. Importing this package registers every built-in attack."""
 
-for _mod in ("soft_biometric", "classifiers", "reconstruction", "deid"):
-    try:
-        __import__(f"facepriv.attacks.{_mod}")
-    except ModuleNotFoundError as _exc:  # an attack module not written yet
-        if _exc.name != f"facepriv.attacks.{_mod}":
-            raise
+from facepriv.advface import attack as _advface_attack  # noqa: F401
+from facepriv.attacks import classifiers as _classifiers  # noqa: F401
+from facepriv.attacks import soft_biometric as _soft_biometric  # noqa: F401
+from facepriv.attacks.deid import attack as _deid_attack  # noqa: F401
+from facepriv.attacks.reconstruction import attack as _reconstruction_attack  # noqa: F401

@@ -3,7 +3,8 @@
 ``summary.json`` holds ``results`` (one entry per rule/n/decision or per classifier: accuracy,
 balanced accuracy, 95 % Wilson interval, number of probes), the ``best`` entry, the ``chance``
 level (majority-class share of the target probes) and what was run. Every file is written
-atomically; an existing summary is never replaced unless ``overwrite``.
+atomically; no existing output (summary, per-probe CSV, plot) is replaced unless ``overwrite``, and
+all of them are checked before the first is written.
 """
 
 from __future__ import annotations
@@ -23,14 +24,30 @@ from facepriv.fileio import atomic_path, check_writable, write_json_atomic, writ
 CI_NOTE = "ci_low/ci_high: 95% Wilson score interval of the accuracy (facepriv.metrics.stats.wilson_interval)"
 
 
-def check_out_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
-    """The output folder; refuses one that already holds a summary unless ``overwrite``."""
+#: files each report writes into its folder
+SIMILARITY_OUTPUTS = ("probes.csv", "accuracy_vs_n.png", "summary.json")
+CLASSIFIER_OUTPUTS = ("probes.csv", "summary.json")
+
+
+def check_out_dir(out_dir: str | os.PathLike[str], overwrite: bool, outputs: tuple[str, ...] = SIMILARITY_OUTPUTS) -> Path:
+    """The output folder; refuses one that holds any of ``outputs`` unless ``overwrite``.
+
+    Raises
+    ------
+    InputFileError
+        ``out_dir`` is a file, or one of the outputs exists as a folder.
+    OutputExistsError
+        One of the outputs exists and ``overwrite`` is false.
+    """
+    from facepriv.errors import InputFileError
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        from facepriv.errors import InputFileError
-
         raise InputFileError(out, "exists and is not a folder")
-    check_writable(out / "summary.json", overwrite)
+    for name in outputs:
+        if (out / name).is_dir():
+            raise InputFileError(out / name, "is a folder; the report writes a file of this name")
+        check_writable(out / name, overwrite)
     return out
 
 
@@ -104,7 +121,7 @@ def write_similarity_report(
     res: AttackResult, out_dir: str | os.PathLike[str], run_info: dict[str, Any], overwrite: bool = False
 ) -> dict[str, Any]:
     """Write ``probes.csv``, ``accuracy_vs_n.png`` and ``summary.json`` (last) into ``out_dir``."""
-    out = check_out_dir(out_dir, overwrite)
+    out = check_out_dir(out_dir, overwrite, SIMILARITY_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "probes.csv", similarity_csv(res))
     plot_similarity(res, out / "accuracy_vs_n.png")
@@ -133,7 +150,7 @@ def write_classifier_report(
     res: ClassifierResult, out_dir: str | os.PathLike[str], run_info: dict[str, Any], overwrite: bool = False
 ) -> dict[str, Any]:
     """Write ``probes.csv`` and ``summary.json`` (last) into ``out_dir``."""
-    out = check_out_dir(out_dir, overwrite)
+    out = check_out_dir(out_dir, overwrite, CLASSIFIER_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "probes.csv", classifier_csv(res))
     summary = {

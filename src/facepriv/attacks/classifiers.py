@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facepriv.attacks.base import Attack, AttackData, AttackOutcome
 from facepriv.attacks.sets import labelled
-from facepriv.base import Component
 from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
 from facepriv.metrics.stats import accuracy_entry, chance_level
@@ -79,7 +79,7 @@ class ClassifierResult:
 
 
 @register("attack", "classifier")
-class ClassifierAttack(Component):
+class ClassifierAttack(Attack):
     """Attribute classifiers trained on the attacker's templates.
 
     Parameters
@@ -106,13 +106,20 @@ class ClassifierAttack(Component):
 
     def validate_params(self) -> None:
         if self.classifier != "all" and self.classifier not in CLASSIFIERS:
-            raise ParameterError(f"classifier: unknown classifier {self.classifier!r}; choose from {', '.join(CLASSIFIERS)} or all")
+            raise ParameterError(f"classifier: unknown classifier {self.classifier!r}; choose from {', '.join(CLASSIFIERS)} or all",
+                                 param="classifier")
         if isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer)) or self.cv < 0 or self.cv == 1:
-            raise ParameterError(f"classifier: cv must be 0 (no cross-validation) or >= 2 folds, got {self.cv!r}")
+            raise ParameterError(f"classifier: cv must be 0 (no cross-validation) or >= 2 folds, got {self.cv!r}", param="cv")
 
     def names(self) -> list[str]:
         """The classifiers this attack runs."""
         return list(CLASSIFIERS) if self.classifier == "all" else [self.classifier]
+
+    def run(self, data: AttackData) -> AttackOutcome:
+        """Attack a cell: the attacker rows are the labelled database, the victim rows the probes."""
+        from facepriv.attacks.attribute_cells import classifier_outcome
+
+        return classifier_outcome(self, data)
 
     def fit(self, gallery: EmbeddingSet) -> ClassifierAttack:
         """Train every classifier on the attacker's labelled templates."""
@@ -151,7 +158,8 @@ class ClassifierAttack(Component):
         ids = np.concatenate([g.ids, probes.ids])
         n_groups = np.unique(groups).size
         if n_groups < self.cv:
-            raise ParameterError(f"classifier: {self.cv}-fold CV needs at least {self.cv} identities, got {n_groups}")
+            raise ParameterError(f"classifier: cv {self.cv} (folds) needs at least {self.cv} identities, got {n_groups}",
+                                 param="cv")
         folds = StratifiedGroupKFold(n_splits=int(self.cv), shuffle=True, random_state=self.seed)
         preds = {name: np.empty(len(y), dtype=y.dtype) for name in self.names()}
         for train, test in folds.split(x, y, groups):

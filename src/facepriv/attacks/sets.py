@@ -25,7 +25,7 @@ def labelled(es: EmbeddingSet, attribute: str, what: str = "embeddings") -> Embe
     try:
         col = es.attribute(attribute)
     except KeyError as exc:
-        raise ParameterError(f"{what}: {exc.args[0]}") from None
+        raise ParameterError(f"{what}: {exc.args[0]}", param="attribute") from None
     known = col != ""
     dropped = int((~known).sum())
     if dropped:
@@ -53,7 +53,7 @@ def split_identities(
     Stratified by the identities' majority ``attribute`` label so both parts keep every class.
     """
     if not 0 < fraction < 1:
-        raise ParameterError(f"--split-identities fraction must be between 0 and 1, got {fraction}")
+        raise ParameterError(f"split fraction must be between 0 and 1, got {fraction}", param="split_identities")
     id_lab = _identity_labels(es, attribute)
     rng = np.random.default_rng(seed)
     att_ids: set[str] = set()

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facepriv.attacks.base import Attack, AttackData, AttackOutcome
 from facepriv.attacks.fusion import DEFAULT_TOP_N, RULES, cap_top_n, fuse, top_scores
 from facepriv.attacks.sets import labelled
-from facepriv.base import Component
 from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
 from facepriv.metrics.stats import accuracy_entry, chance_level
@@ -93,7 +93,7 @@ class AttackResult:
 
 
 @register("attack", "similarity")
-class SimilarityAttack(Component):
+class SimilarityAttack(Attack):
     """Similarity-based soft-biometric attack.
 
     Parameters
@@ -133,19 +133,27 @@ class SimilarityAttack(Component):
 
     def validate_params(self) -> None:
         if not isinstance(self.attribute, str) or not self.attribute:
-            raise ParameterError("similarity: attribute must be a column name")
+            raise ParameterError("similarity: attribute must be a column name", param="attribute")
         rules = [self.rules] if isinstance(self.rules, str) else list(self.rules)
         bad = [r for r in rules if r not in RULES]
         if bad or not rules:
-            raise ParameterError(f"similarity: unknown fusion rule(s) {bad}; rules are {', '.join(RULES)}")
+            raise ParameterError(f"similarity: unknown fusion rule(s) {bad}; rules are {', '.join(RULES)}", param="rules")
         if self.comparator not in ("protection", "cosine"):
-            raise ParameterError(f"similarity: comparator must be 'protection' or 'cosine', got {self.comparator!r}")
+            raise ParameterError(f"similarity: comparator must be 'protection' or 'cosine', got {self.comparator!r}",
+                                 param="comparator")
         if self.decision not in (*DECISIONS, "both"):
-            raise ParameterError(f"similarity: decision must be galleries, vote or both, got {self.decision!r}")
+            raise ParameterError(f"similarity: decision must be galleries, vote or both, got {self.decision!r}",
+                                 param="decision")
         cap_top_n(list(self.top_n) if not isinstance(self.top_n, int) else [self.top_n], 10**9)
 
     def _comparator(self, es: EmbeddingSet) -> Comparator:
         return comparator_for(es) if self.comparator == "protection" else CosineComparator()
+
+    def run(self, data: AttackData) -> AttackOutcome:
+        """Attack a cell: the attacker rows are the labelled database, the victim rows the probes."""
+        from facepriv.attacks.attribute_cells import similarity_outcome
+
+        return similarity_outcome(self, data)
 
     def fit(self, gallery: EmbeddingSet) -> SimilarityAttack:
         """Keep the attacker's labelled (protected) database; rows without a label are dropped."""

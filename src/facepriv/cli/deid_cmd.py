@@ -1,24 +1,41 @@
-"""``facepriv deid``: BIM / ILLC photo cloaks (Ghafourian et al. 2023) and their transferability."""
+"""``facepriv deid``: photo cloaks (Ghafourian et al. 2023) and their transferability.
+
+Every parameter and default comes from the ``deid`` attack component
+(:class:`facepriv.attacks.deid.attack.DeidAttack`): the flags default to None here and only the
+flags a user gives are passed to it, so ``facepriv describe deid``, YAML configs and this command
+agree. A component's ParameterError names its parameter; the CLI shows the flag.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from facepriv.errors import ParameterError
+from facepriv.cli import argtypes
+from facepriv.cli.component_flags import ComponentHelpParser, param_help
+from facepriv.errors import InputFileError, ParameterError
 
 log = logging.getLogger(__name__)
 
 
-def _floats(text: str, what: str) -> tuple[float, ...]:
+def _floats(text: str, what: str, param: str | None = None) -> tuple[float, ...]:
     try:
         vals = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ParameterError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+        raise ParameterError(f"{what}: expected comma-separated numbers, got {text!r}", param=param) from None
     if not vals:
-        raise ParameterError(f"{what}: give at least one value")
+        raise ParameterError(f"{what}: give at least one value", param=param)
     return vals
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    vals = _floats(text, what)
+    if any(v != int(v) for v in vals):
+        raise ParameterError(f"{what}: expected comma-separated whole numbers, got {text!r}")
+    return tuple(int(v) for v in vals)
 
 
 def _names(text: str) -> list[str]:
@@ -41,20 +58,46 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _h(name: str, extra: str = "") -> str:
+    return param_help("attack:deid", name, extra)
+
+
+def attack_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``deid`` attack parameters of the flags the user gave (the rest keep the component's defaults)."""
+    p: dict[str, Any] = {}
+    for name in ("method", "source", "alpha", "max_side", "batch_size", "probes_per_identity", "min_gallery",
+                 "min_images", "max_identities", "max_images", "max_gallery", "seed"):
+        v = getattr(args, name, None)
+        if v is not None:
+            p[name] = v
+    if getattr(args, "eps", None) is not None:
+        p["eps"] = _floats(args.eps, "eps", param="eps")
+    if getattr(args, "png", False):
+        p["jpeg_quality"] = None
+    elif getattr(args, "jpeg_quality", None) is not None:
+        p["jpeg_quality"] = args.jpeg_quality
+    if getattr(args, "method_params", None) is not None:
+        try:
+            mp = json.loads(args.method_params)
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"method_params: not a JSON object ({exc.msg})", param="method_params") from None
+        p["method_params"] = mp
+    return p
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Handler of ``facepriv deid run``."""
-    from facepriv.attacks.deid.run import RunConfig, run_cloaks
+    from facepriv.attacks.deid.run import check_outputs, read_labels, run_cloaks
+    from facepriv.registry import create
 
     _threads(args.threads)
-    cfg = RunConfig(
-        images=args.images, labels=args.labels, method=args.method, source=args.source,
-        eps=_floats(args.eps, "--eps"), alpha=args.alpha, jpeg_quality=None if args.png else args.jpeg_quality,
-        max_images=args.max_images, probes_per_identity=args.probes_per_identity, min_gallery=args.min_gallery,
-        min_images=args.min_images, max_identities=args.max_identities, max_gallery=args.max_gallery, seed=args.seed, max_side=args.max_side,
-        batch_size=args.batch_size,
-    )
+    attack = create("attack", "deid", attack_params(args))
+    cfg = attack.run_config(args.source, images=args.images, labels=args.labels)  # type: ignore[attr-defined]
+    cfg.validate()
     out = _out_dir(args.out)
-    rec = run_cloaks(cfg, out, overwrite=args.overwrite)
+    check_outputs(out, args.overwrite)
+    images, identity = read_labels(args.labels, args.images)
+    rec = run_cloaks(cfg, images, identity, Path(args.images), out, overwrite=args.overwrite).record
     c = rec["counts"]
     print(f"cloaked {c['probes']} probe(s) of {c['identities']} identities with {cfg.method} on {cfg.source} "
           f"({rec['storage']}); {c['probes_without_face']} without a face skipped -> {out}")
@@ -67,54 +110,61 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Handler of ``facepriv deid eval``."""
-    from facepriv.attacks.deid.evaluate import evaluate_runs
+    from facepriv.attacks.deid.evaluate import evaluate, read_run
     from facepriv.attacks.deid.plots import plot_summary
 
     _threads(args.threads)
-    ks = tuple(int(k) for k in _floats(args.ks, "--ks"))
+    ks = _ints(args.ks, "--ks")
     out = _out_dir(args.out)
-    s = evaluate_runs([Path(d) for d in args.run_dirs], _names(args.targets), out, overwrite=args.overwrite, ks=ks)
+    runs = [read_run(Path(d)) for d in args.run_dirs]
+    targets = _names(args.targets) if args.targets is not None else None
+    if targets is None:  # the deid attack's default: the source model(s) themselves
+        targets = list(dict.fromkeys(r.record["config"]["source"] for r in runs))
+    s = evaluate(runs, targets, out, overwrite=args.overwrite, ks=ks)
     pngs = plot_summary(s, out)
     for src, per in s["identification_clean_topk"].items():
         for tgt, acc in per.items():
-            print(f"clean identification {tgt} (probes of run {src}): top-1 {acc[1]:.1f}%, detected "
+            print(f"clean identification {tgt} (probes of run {src}): top-1 {acc[ks[0]]:.1f}%, detected "
                   f"{s['detection_rate'][src][tgt]['0']:.0f}%")
     for src, per in s["psr"].items():
         for tgt, by_eps in per.items():
-            row = ", ".join(f"eps {e}: {v[1]:.0f}" for e, v in by_eps.items())
-            print(f"PSR@1 {src} -> {tgt}: {row}")
+            row = ", ".join(f"eps {e}: {v[ks[0]]:.0f}" for e, v in by_eps.items())
+            print(f"PSR@{ks[0]} {src} -> {tgt}: {row}")
     print(f"wrote {out / 'summary.json'}, {out / 'summary.md'} and {len(pngs)} plot(s)")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Handler of ``facepriv deid plot``."""
-    import json
-
     from facepriv.attacks.deid.plots import plot_methods
-    from facepriv.errors import InputFileError
 
     summaries = []
     for p in args.summaries:
         try:
-            summaries.append(json.loads(Path(p).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
+            s = json.loads(Path(p).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputFileError(p, f"not a readable summary.json ({exc})") from None
-    ks = tuple(int(k) for k in _floats(args.ks, "--ks"))
-    pngs = plot_methods(summaries, Path(args.out), ks=ks, overwrite=args.overwrite)
+        if not isinstance(s, dict) or s.get("kind") != "facepriv.deid.summary" or not isinstance(s.get("psr"), dict):
+            raise InputFileError(p, "not a 'facepriv deid eval' summary.json")
+        summaries.append(s)
+    ks = _ints(args.ks, "--ks")
+    pngs = plot_methods(summaries, _out_dir(args.out), ks=ks, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in pngs))
     return 0
 
 
 def register(subparsers) -> None:
     """Add ``deid run``, ``deid eval`` and ``deid plot``."""
+    paper_ks = "1,5,10,25,50"  # facepriv.attacks.deid.protocol.PAPER_KS (not imported: it loads torch)
+
     p = subparsers.add_parser(
-        "deid", help="photo de-identification: BIM / ILLC adversarial cloaks and their transferability",
-        description="Ghafourian et al. (2023): cloak photos with BIM (untargeted) or ILLC (least-likely "
-                    "class) on a source recognition model, store them (JPEG), then re-detect, re-align and "
-                    "identify them with every target model: protection success rate PSR@k.",
+        "deid", help="photo de-identification: adversarial photo cloaks and their transferability",
+        description="Ghafourian et al. (2023): cloak photos with BIM (untargeted), ILLC (least-likely class), the "
+                    "embedding push or your own image protection on a source recognition model, store them (JPEG), "
+                    "then re-detect, re-align and identify them with every target model: protection success rate "
+                    "PSR@k. Parameters and defaults are those of the 'deid' attack (facepriv describe deid).",
     )
-    sub = p.add_subparsers(dest="deid_command", metavar="SUBCOMMAND")
+    sub = p.add_subparsers(dest="deid_command", metavar="SUBCOMMAND", parser_class=ComponentHelpParser)
 
     r = sub.add_parser("run", help="split gallery/probes, train the source head, cloak the probes",
                        description="Per identity, a seeded split puts --probes-per-identity images in the probe "
@@ -123,26 +173,19 @@ def register(subparsers) -> None:
                                    "warp and stored under OUT/cloaks/eps<E>/.")
     r.add_argument("--images", required=True, help="dataset root folder (image paths in --labels are relative to it)")
     r.add_argument("--labels", required=True, help="labels CSV image,identity[,gender]")
-    r.add_argument("--method", default="bim", choices=["bim", "illc", "push"],
-                   help="bim: ascend CE of the true identity; illc: descend CE of the least-likely identity; "
-                        "push: open-set variant, minimise cosine similarity to the enrolled template (default bim)")
-    r.add_argument("--source", default="dlib_resnet", help="differentiable source model (default dlib_resnet)")
-    r.add_argument("--eps", default="4,8,16,32", help="comma-separated L-inf budgets in 0..255 pixel units (default 4,8,16,32)")
-    r.add_argument("--alpha", type=float, default=1.0, help="step size in pixel units (default 1); iterations min(eps+4, 1.25 eps)")
+    r.add_argument("--method", default=None, help=_h("method"))
+    r.add_argument("--method-params", default=None, metavar="JSON",
+                   help="JSON object of further parameters of a plug-in image protection (its own ones)")
+    r.add_argument("--source", required=True, help="differentiable source model the cloaks are computed on")
+    r.add_argument("--eps", default=None, help=_h("eps", " Comma-separated."))
+    r.add_argument("--alpha", type=float, default=None, help=_h("alpha"))
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--jpeg-quality", type=int, default=95, help="store cloaks as JPEG at this quality (default 95)")
-    g.add_argument("--png", action="store_true", help="store cloaks losslessly as PNG instead")
-    r.add_argument("--max-images", type=int, default=None, help="cap on the number of probes (round-robin over identities)")
-    r.add_argument("--probes-per-identity", type=int, default=2, help="probe images per identity (default 2)")
-    r.add_argument("--min-gallery", type=int, default=3, help="fewest gallery images an identity may have (default 3)")
-    r.add_argument("--min-images", type=int, default=None,
-                   help="leave out identities with fewer images (otherwise too-small identities are an error)")
-    r.add_argument("--max-identities", type=int, default=None, help="keep a seeded random subset of identities")
-    r.add_argument("--max-gallery", type=int, default=None,
-                   help="cap on gallery images per identity (seeded choice; default all)")
-    r.add_argument("--seed", type=int, default=0, help="seeds the split and the heads (default 0)")
-    r.add_argument("--max-side", type=int, default=400, help="working resolution: longer photo side in px (default 400)")
-    r.add_argument("--batch-size", type=int, default=8, help="photos cloaked together (default 8)")
+    g.add_argument("--jpeg-quality", type=int, default=None, help=_h("jpeg_quality"))
+    g.add_argument("--png", action="store_true", help="store cloaks losslessly as PNG instead of JPEG")
+    for name, typ in (("max_images", int), ("probes_per_identity", int), ("min_gallery", int), ("min_images", int),
+                      ("max_identities", int), ("max_gallery", int), ("seed", argtypes.seed), ("max_side", int),
+                      ("batch_size", int)):
+        r.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=_h(name))
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -153,12 +196,12 @@ def register(subparsers) -> None:
                                    "trains each target model's head on the gallery and writes summary.json "
                                    "(psr[source][target][eps][k]), summary.md and PSR-vs-eps plots.")
     e.add_argument("run_dirs", nargs="+", metavar="DIR", help="'facepriv deid run' output folder(s)")
-    e.add_argument("--targets", default="dlib_resnet,sface,mobilefacenet",
-                   help="comma-separated target models (default dlib_resnet,sface,mobilefacenet)")
-    e.add_argument("--ks", default="1,5,10,25,50", help="top-k values (default 1,5,10,25,50)")
+    e.add_argument("--targets", default=None,
+                   help="comma-separated target models (default: the runs' source models, as the deid attack)")
+    e.add_argument("--ks", default=paper_ks, help=f"top-k values (default {paper_ks}, the paper's)")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     e.add_argument("--out", required=True, help="output folder")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing summary in --out")
+    e.add_argument("--overwrite", action="store_true", help="replace existing summary.json / summary.md / plots in --out")
     e.set_defaults(deid_handler=cmd_eval)
 
     pl = sub.add_parser("plot", help="paper-style figure (rows: methods, columns: top-k) from summaries",

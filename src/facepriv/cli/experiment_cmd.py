@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from facepriv.cli import argtypes
+
 log = logging.getLogger(__name__)
 
 _KIND_OF = {"protections": "protection", "attacks": "attack", "models": "model", "datasets": "dataset"}
@@ -15,33 +17,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from facepriv.experiments.config import ComponentSpec, load_config, resolve
-    from facepriv.experiments.runner import run_experiment
+    from facepriv.experiments.runner import execute
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, seed=args.seed)
     if args.data is not None:
         params = {"root": str(args.data)}
         labels = args.labels or (args.data / "labels.csv" if (args.data / "labels.csv").is_file() else None)
         if labels is not None:
             params["labels"] = str(labels)
         cfg = resolve(replace(cfg, dataset=ComponentSpec("dataset", "folder", params, "folder")))
-    if args.seed is not None:
-        # re-derive the component seeds that came from the old master seed; explicit ones stay
-        def strip(specs, offset):
-            return tuple(replace(sp, params={k: v for k, v in sp.params.items()
-                                             if not (k == "seed" and v == cfg.seed + offset + i)})
-                         for i, sp in enumerate(specs))
-
-        cfg = resolve(replace(cfg, seed=args.seed, protections=strip(cfg.protections, 1000),
-                              attacks=strip(cfg.attacks, 2000)))
     out = args.out or (Path(cfg.output) if cfg.output else Path("runs") / cfg.name)
-    run_dir = run_experiment(cfg, out, overwrite=args.overwrite, report=not args.no_report)
-    _summary(run_dir, args.no_report)
-    return 0
+    runner = execute(cfg, out, overwrite=args.overwrite, report=not args.no_report)
+    return _summary(runner, args.no_report)
 
 
-def _summary(run_dir: Path, no_report: bool = False) -> None:
+def _summary(runner, no_report: bool = False) -> int:
+    """Print what was written; exit code 2 when a cell failed (the rest is written and kept)."""
     import json
 
+    from facepriv.experiments.keys import KEY_STORE
+
+    run_dir = runner.out if hasattr(runner, "out") else Path(runner)
     m = json.loads((run_dir / "metrics.json").read_text())
     problems = []
     for mm in m["models"].values():
@@ -55,6 +51,16 @@ def _summary(run_dir: Path, no_report: bool = False) -> None:
     print(f"metrics: {run_dir / 'metrics.json'}")
     if not no_report:
         print(f"report:  {run_dir / 'report.html'}  (also report.md)")
+    if (run_dir / KEY_STORE).is_file():
+        print(f"keys:    {run_dir / KEY_STORE}  (drawn for this run; private: delete it before sharing the folder)")
+    failed = getattr(runner, "failed", [])
+    if failed:
+        import sys
+
+        print(f"facepriv: error: {len(failed)} cell(s) failed (the others are written): "
+              + "; ".join(failed), file=sys.stderr)
+        return 2
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -67,7 +73,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from facepriv.experiments.demo import demo_config
-    from facepriv.experiments.runner import resolved_yaml, run_experiment
+    from facepriv.experiments.runner import execute, resolved_yaml
 
     if args.labels is not None and args.data is None:
         from facepriv.errors import ParameterError
@@ -79,61 +85,62 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             and resolved.is_file() and resolved.read_text(encoding="utf-8") == resolved_yaml(cfg)):
         # re-running the README's first command should show the finished demo, not fail
         print(f"the demo has already run in {args.out} (pass --overwrite to run it again)")
-        _summary(args.out)
-        return 0
-    run_dir = run_experiment(cfg, args.out, overwrite=args.overwrite)
-    _summary(run_dir)
-    return 0
+        return _summary(args.out)
+    return _summary(execute(cfg, args.out, overwrite=args.overwrite))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from facepriv.experiments import cells
-    from facepriv.registry import available
+    from facepriv.registry import available, describe, plugin_problems
 
     kinds = [args.what] if args.what else list(_KIND_OF)
     for what in kinds:
         kind = _KIND_OF[what]
         print(f"{what}:")
-        if kind == "attack":
-            names = sorted(set(available("attack")) | set(cells.attacks()))
-            for n in names:
-                d = cells.describe_attack(n)
-                flag = "" if d.get("available", True) else "  [not available in this build]"
-                print(f"  {n:<20} {d.get('summary', '')}{flag}")
-        else:
-            for n, cls in available(kind).items():
-                print(f"  {n:<20} {cls.summary}")
-            for (k, n), mod in cells.KNOWN_MODULES.items():
-                if k == kind and n not in available(kind):
-                    print(f"  {n:<20} [not available in this build: {mod} missing]")
+        for n, cls in available(kind).items():
+            d = describe(kind, n)
+            tag = "" if d["origin"].startswith("facepriv.") else f"  [{d['origin']}]"
+            extra = f" ({d['protection_kind']})" if kind == "protection" else ""
+            print(f"  {n:<20} {cls.summary}{extra}{tag}")
+        for p in plugin_problems(kind):
+            print(f"  warning: {p}")
     return 0
+
+
+def _fmt_default(v: object) -> str:
+    return "(required)" if v == "<required>" else repr(v)
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
     from facepriv.errors import ParameterError
-    from facepriv.experiments import cells
-    from facepriv.registry import KINDS, available, describe
+    from facepriv.registry import KINDS, available, describe, find
 
-    found = []
-    for kind in KINDS:
-        if kind == "attack" and (args.name in cells.attacks() or args.name in available("attack")):
-            found.append(cells.describe_attack(args.name))
-        elif kind != "attack" and args.name in available(kind):
-            found.append(describe(kind, args.name))
+    found = [describe(kind, args.name) for kind, _ in find(args.name)]
     if not found:
-        every = sorted({n for k in KINDS for n in available(k)} | set(cells.attacks()))
-        raise ParameterError(f"no component named {args.name!r}; known: {', '.join(every)}")
+        every = sorted({n for k in KINDS for n in available(k)})
+        raise ParameterError(f"no component named {args.name!r}; known: {', '.join(every)} "
+                             "(or a package.module:Class reference)")
     for d in found:
-        print(f"{d['kind']} {d['name']}")
+        print(f"{d['kind']} {d['name']}   [{d['origin']}]")
         if d.get("summary"):
             print(f"  {d['summary']}")
         if d.get("reference"):
             print(f"  reference: {d['reference']}")
-        if "available" in d:
-            print(f"  available in this build: {'yes' if d['available'] else 'no'}; applies to: {d.get('applies_to')}")
+        facts = []
+        if d["kind"] == "protection":
+            facts.append(f"kind: {d.get('protection_kind')}; threat model: {d.get('threat_model')}")
+        if d["kind"] == "attack":
+            applies = d.get("applies_to")
+            facts.append("applies to: " + (", ".join(applies) + " protections" if applies else "every protection")
+                         + (f" (only {', '.join(d['only_protections'])})" if d.get("only_protections") else "")
+                         + ("; needs the photos" if d.get("needs_images") else ""))
+        for f in facts:
+            print(f"  {f}")
         print("  parameters:" if d["params"] else "  parameters: none")
-        for k, v in d["params"].items():
-            print(f"    {k} = {v!r}")
+        for k, p in d["params"].items():
+            secret = "  [secret: never written to outputs]" if p["secret"] else ""
+            print(f"    {k} = {_fmt_default(p['default'])}{secret}")
+            if p["meaning"]:
+                print(f"        {p['meaning']}")
     return 0
 
 
@@ -158,7 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="run folder (default: the config's 'output', else runs/<name>)")
     p.add_argument("--data", type=Path, help="run on this image folder instead of the config's dataset")
     p.add_argument("--labels", type=Path, help="labels CSV image,identity,gender for --data (default DIR/labels.csv if present)")
-    p.add_argument("--seed", type=int, help="override the config's master seed")
+    p.add_argument("--seed", type=argtypes.seed, help="override the config's master seed (0 to 2**32-1)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run or a different config in --out")
     p.add_argument("--no-report", action="store_true", help="do not write report.md/.html at the end")
     p.set_defaults(handler=_cmd_run)
@@ -180,13 +187,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("list", help="list protections, attacks, models or datasets",
-                       description="List registered components with a one-line summary.")
+                       description="List registered components (built in and installed plugins) with a one-line "
+                                   "summary; a plugin that cannot be loaded is shown as a warning line.")
     p.add_argument("what", nargs="?", choices=sorted(_KIND_OF), help="kind to list (default: all)")
     p.set_defaults(handler=_cmd_list)
 
     p = sub.add_parser("describe", help="show a component's parameters, defaults and reference",
-                       description="Show the summary, reference and parameters (with defaults) of a component.")
-    p.add_argument("name", help="component name, e.g. pe_miu, similarity, dlib_resnet, folder")
+                       description="Show the summary, reference, origin (built in or plugin) and every parameter "
+                                   "with its default and meaning of a component. The defaults shown are the ones "
+                                   "a config or a command uses when the parameter is left out.")
+    p.add_argument("name", help="component name (e.g. pe_miu, similarity, dlib_resnet, folder) or package.module:Class")
     p.set_defaults(handler=_cmd_describe)
 
     p = sub.add_parser("data", help="fetch public datasets into the cache",

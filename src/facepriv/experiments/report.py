@@ -10,10 +10,9 @@ Curves an adapter returns follow one format, so a new attack's plots need no rep
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,9 @@ import numpy as np
 
 from facepriv.errors import InputFileError
 from facepriv.experiments.config import slug
+from facepriv.experiments.report_check import check_metrics, read_config, read_json
+from facepriv.experiments.report_data import Figure, ReportData, headline_names
+from facepriv.experiments.report_html import render_html
 from facepriv.fileio import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -31,29 +33,6 @@ CURVE_TITLES = {
     "rsr_vs_fmr": "Reconstruction: reversibility success rate at FMR operating points",
     "eps_sweep": "AdvFace: privacy (SRRA, SSIM) and utility (accuracy) vs. eps",
 }
-
-
-@dataclass
-class Figure:
-    """A plot or image of the report."""
-
-    title: str
-    path: Path  # absolute
-    caption: str = ""
-
-
-@dataclass
-class ReportData:
-    """Everything the Markdown and HTML writers need."""
-
-    run_dir: Path
-    metrics: dict[str, Any]
-    config_text: str
-    env: dict[str, Any]
-    tables: dict[str, tuple[list[str], list[list[str]]]] = field(default_factory=dict)
-    figures: list[Figure] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    details: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
 
 
 def _fmt_pct(v: Any) -> str:
@@ -127,17 +106,6 @@ def build_tables(metrics: dict[str, Any], metric_names: list[str]) -> dict[str, 
     return out
 
 
-def _headline_names(metrics: dict[str, Any]) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for m in metrics.get("models", {}).values():
-        for p in m.get("protections", {}).values():
-            for a, c in p.get("attacks", {}).items():
-                h = (c or {}).get("headline") or {}
-                if h.get("metric") and a not in names:
-                    names[a] = h["metric"]
-    return names
-
-
 def _plot_curves(metrics: dict[str, Any], fig_dir: Path) -> list[Figure]:
     import matplotlib
 
@@ -189,47 +157,9 @@ def _plot_curves(metrics: dict[str, Any], fig_dir: Path) -> list[Figure]:
     return figs
 
 
-def _simple_det(curves: list[tuple[str, np.ndarray, np.ndarray]], out: Path, title: str) -> None:
-    """Probit-axis DET plot from :func:`facepriv.metrics.verification.det_rates` (used when the
-    shared plotting module cannot be imported in this build)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.stats import norm
-
-    from facepriv.metrics.verification import det_rates
-
-    lo, hi = 0.001, 0.6
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
-    try:
-        for label, gen, imp in curves:
-            d = det_rates(gen, imp)
-            ax.plot(norm.ppf(np.clip(d.fmr, lo / 10, 1 - lo / 10)), norm.ppf(np.clip(d.fnmr, lo / 10, 1 - lo / 10)),
-                    drawstyle="steps-post", lw=1.5, label=label)
-        ticks = [0.001, 0.01, 0.05, 0.1, 0.2, 0.4]
-        ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}%" for t in ticks])
-        ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}%" for t in ticks])
-        ax.set_xlim(norm.ppf(lo), norm.ppf(hi))
-        ax.set_ylim(norm.ppf(lo), norm.ppf(hi))
-        ax.set_xlabel("False match rate (FMR)")
-        ax.set_ylabel("False non-match rate (FNMR)")
-        ax.set_title(title)
-        ax.grid(True, color="0.85", lw=0.6)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(out, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-
-
 def _det_figures(run_dir: Path, metrics: dict[str, Any], fig_dir: Path) -> list[Figure]:
-    try:
-        from facepriv.metrics.plots import DetCurve, plot_det
-    except ImportError as exc:  # the shared plotting module is broken or absent in this build
-        log.warning("facepriv.metrics.plots unavailable (%s); drawing DET curves with the fallback plot", exc)
-        DetCurve = plot_det = None  # noqa: N806
+    from facepriv.fileio import read_npz
+    from facepriv.metrics.plots import DetCurve, plot_det
 
     figs = []
     for mlabel, m in metrics.get("models", {}).items():
@@ -238,15 +168,16 @@ def _det_figures(run_dir: Path, metrics: dict[str, Any], fig_dir: Path) -> list[
             f = run_dir / "cells" / slug(mlabel) / slug(plabel) / "utility" / "scores.npz"
             if not f.is_file():
                 continue
-            with np.load(f, allow_pickle=False) as z:
-                curves.append((plabel, z["genuine"], z["impostor"]))
+            z = read_npz(f, "scores")
+            for key in ("genuine", "impostor"):
+                arr = z.get(key)
+                if arr is None or arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "fiu" or not np.isfinite(arr).all():
+                    raise InputFileError(f, f"{key!r} must be a non-empty 1-d array of finite scores")
+            curves.append((plabel, z["genuine"], z["impostor"]))
         if curves:
             out = fig_dir / f"{slug(mlabel)}-det.png"
             title = f"DET of each protection ({mlabel})"
-            if plot_det is None:
-                _simple_det(curves, out, title)
-            else:
-                plot_det([DetCurve(*c) for c in curves], out, title=title, overwrite=True, limits=(0.001, 0.6))
+            plot_det([DetCurve(*c) for c in curves], out, title=title, overwrite=True, limits=(0.001, 0.6))
             figs.append(Figure(f"DET curves of each protection — {mlabel}", out))
     return figs
 
@@ -256,32 +187,40 @@ def _cell_images(run_dir: Path, metrics: dict[str, Any]) -> list[Figure]:
     for mlabel, m in metrics.get("models", {}).items():
         for plabel, p in m.get("protections", {}).items():
             for alabel, c in p.get("attacks", {}).items():
+                cell_dir = run_dir / "cells" / slug(mlabel) / slug(plabel) / slug(alabel)
                 for img in (c or {}).get("images", []) or []:
-                    f = run_dir / "cells" / slug(mlabel) / slug(plabel) / slug(alabel) / img
-                    if f.is_file():
+                    f = cell_dir / str(img)
+                    # a cell's image stays inside its cell folder (no ``..``, no link elsewhere)
+                    if f.is_file() and f.resolve().is_relative_to(cell_dir.resolve()):
                         figs.append(Figure(f"{alabel} on {plabel} ({mlabel}): {Path(img).stem}", f))
     return figs
 
 
-def collect(run_dir: str | Path) -> ReportData:
-    """Read a run folder and draw its figures into ``report_files/``."""
+def collect(run_dir: str | Path, fig_dir: Path | None = None) -> ReportData:
+    """Read and check a run folder, then draw its figures into ``fig_dir`` (default ``report_files/``).
+
+    Raises
+    ------
+    InputFileError
+        Not a run folder, or ``metrics.json``, ``config.resolved.yaml``, ``env.json`` or a score
+        file that cannot be read or lacks the expected structure (checked before any figure is drawn).
+    """
     rd = Path(run_dir)
+    if not rd.is_dir():
+        raise InputFileError(rd, "no such folder" if not rd.exists() else "not a folder")
     mpath = rd / "metrics.json"
     if not mpath.is_file():
         raise InputFileError(rd, "no metrics.json: not a finished facepriv run (run `facepriv run CONFIG --out DIR` first)")
-    try:
-        metrics = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputFileError(mpath, f"not valid JSON ({exc})") from None
-    cfg_text = (rd / "config.resolved.yaml").read_text(encoding="utf-8") if (rd / "config.resolved.yaml").is_file() else ""
-    env = json.loads((rd / "env.json").read_text(encoding="utf-8")) if (rd / "env.json").is_file() else {}
-    import yaml
-
-    cfg = yaml.safe_load(cfg_text) if cfg_text else {}
-    metric_names = list((cfg or {}).get("metrics") or ["eer", "fnmr_at_fmr1", "kfold_accuracy"])
+    metrics = check_metrics(mpath, read_json(mpath))
+    cfg_text, cfg = read_config(rd / "config.resolved.yaml")
+    env = read_json(rd / "env.json") if (rd / "env.json").exists() else {}
+    if not isinstance(env, dict) or not isinstance(env.get("git", {}), dict) \
+            or not isinstance(env.get("git", {}).get("commit", ""), (str, type(None))):
+        raise InputFileError(rd / "env.json", "expected a JSON object (with an object 'git' whose 'commit' is a string)")
+    metric_names = list(cfg.get("metrics") or ["eer", "fnmr_at_fmr1", "kfold_accuracy"])
     data = ReportData(rd, metrics, cfg_text, env)
     data.tables = build_tables(metrics, metric_names)
-    fig_dir = rd / "report_files"
+    fig_dir = rd / "report_files" if fig_dir is None else fig_dir
     fig_dir.mkdir(exist_ok=True)
     data.figures = _det_figures(rd, metrics, fig_dir) + _plot_curves(metrics, fig_dir) + _cell_images(rd, metrics)
     not_applicable: dict[tuple[str, str], list[str]] = {}
@@ -327,12 +266,13 @@ def render_markdown(d: ReportData) -> str:
     parts = [f"# facepriv report: {m.get('experiment', '')}", ""]
     parts.append(f"Dataset `{ds.get('name')}`: {ds.get('images')} images of {ds.get('identities')} identities "
                  f"({ds.get('male_identities')} male, {ds.get('female_identities')} female by identity); "
-                 f"listing sha256 `{str(ds.get('listing_sha256', ''))[:16]}…`. Seed {m.get('seed')}.")
+                 f"listing sha256 `{str(ds.get('listing_sha256', ''))[:16]}…`."
+                 + (f" Seed {m['seed']}." if m.get("seed") is not None else ""))
     git = d.env.get("git", {})
     if git.get("commit"):
         parts.append(f"facepriv commit `{git['commit'][:12]}`{' (with local changes)' if git.get('dirty') else ''}.")
     parts.append("")
-    hn = _headline_names(m)
+    hn = headline_names(m)
     if hn:
         parts.append("Attack columns show the headline number with its 95% interval: "
                      + "; ".join(f"{a}: {v}" for a, v in hn.items()) + ". Utility columns: verification on the "
@@ -378,12 +318,43 @@ def render_markdown(d: ReportData) -> str:
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into a run folder; returns their paths."""
-    from facepriv.experiments.report_html import render_html
+    """Write ``report.md`` and ``report.html`` into a run folder; returns their paths.
 
-    d = collect(run_dir)
-    md = d.run_dir / "report.md"
-    html = d.run_dir / "report.html"
+    Figures are drawn into a staging folder first: a run folder that cannot be reported is left
+    exactly as it was (no half-drawn ``report_files/``).
+    """
+    import shutil
+    import tempfile
+
+
+    rd = Path(run_dir)
+    if not rd.is_dir():
+        raise InputFileError(rd, "no such folder" if not rd.exists() else "not a folder")
+    if not (rd / "metrics.json").is_file():
+        raise InputFileError(rd, "no metrics.json: not a finished facepriv run (run `facepriv run CONFIG --out DIR` first)")
+    final = rd / "report_files"
+    stage = Path(tempfile.mkdtemp(prefix=".report_files.", dir=rd))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; a report folder is as readable as the run
+    try:
+        d = collect(rd, stage)
+        render_markdown(d), render_html(d)  # everything renders before anything is replaced
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".report_files.old.", dir=rd))
+            os.replace(final, old / "report_files")
+        os.replace(stage, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    for f in d.figures:
+        if f.path.is_relative_to(stage):
+            f.path = final / f.path.relative_to(stage)
+    md = rd / "report.md"
+    html = rd / "report.html"
     write_text_atomic(md, render_markdown(d))
     write_text_atomic(html, render_html(d))
     return md, html

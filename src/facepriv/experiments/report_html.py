@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
-from facepriv.experiments.report import ReportData, _headline_names
+from facepriv.experiments.report_data import ReportData, headline_names
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;color:#222;
@@ -53,13 +53,14 @@ def render_html(d: ReportData) -> str:
         f"<h1>facepriv report: {e(str(m.get('experiment', '')))}</h1>",
         f"<p>Dataset <code>{e(str(ds.get('name')))}</code>: {ds.get('images')} images of {ds.get('identities')} "
         f"identities ({ds.get('male_identities')} male, {ds.get('female_identities')} female by identity). "
-        f"Seed {m.get('seed')}. Listing sha256 <code>{e(str(ds.get('listing_sha256', ''))[:16])}…</code>.</p>",
+        + (f"Seed {e(str(m['seed']))}. " if m.get("seed") is not None else "")
+        + f"Listing sha256 <code>{e(str(ds.get('listing_sha256', ''))[:16])}…</code>.</p>",
     ]
     git = d.env.get("git", {})
     if git.get("commit"):
         parts.append(f"<p>facepriv commit <code>{e(git['commit'][:12])}</code>"
                      f"{' (with local changes)' if git.get('dirty') else ''}.</p>")
-    hn = _headline_names(m)
+    hn = headline_names(m)
     if hn:
         parts.append("<p>Attack columns: headline number with its 95% interval ("
                      + "; ".join(f"{e(a)}: {e(v)}" for a, v in hn.items())

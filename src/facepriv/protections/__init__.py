@@ -1,10 +1,6 @@
-"""Template and image protections. Importing this package registers every protection."""
+"""Template, feature and image protections. Importing this package registers every built-in one."""
 
-from facepriv.protections import base as _base  # noqa: F401  (registers "unprotected")
-
-for _mod in ("facepriv.protections.pe_miu", "facepriv.advface.protect"):
-    try:
-        __import__(_mod)
-    except ModuleNotFoundError as _exc:  # a protection module not written yet
-        if _exc.name != _mod:
-            raise
+from facepriv.advface import protect as _advface  # noqa: F401  (advface, random_noise, laplace_dp)
+from facepriv.protections import base as _base  # noqa: F401  (unprotected)
+from facepriv.protections import image as _image  # noqa: F401  (photo cloaks)
+from facepriv.protections import pe_miu as _pe_miu  # noqa: F401

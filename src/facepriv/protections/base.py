@@ -8,7 +8,7 @@ comparator with :func:`comparator_for`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -49,7 +49,22 @@ class TemplateProtection(Component):
 
     Parameters common to all: ``seed`` drives every random choice, so the same seed gives the
     same protected templates. Where the seed acts as a key, list it in ``secret_params``.
+
+    Attributes
+    ----------
+    kind : str
+        ``"template"`` (protects stored embeddings) or ``"feature"`` (protects intermediate
+        feature maps sent by a client, AdvFace-style); attacks declare which kinds they attack.
+    threat_model : str
+        ``"keyless"`` (nothing secret: the attacker knows everything) or ``"key_secret"`` (the
+        parameters in ``secret_params`` are a key the attacker does not have).
     """
+
+    kind: ClassVar[str] = "template"
+    threat_model: ClassVar[str] = "keyless"
+
+    def check_input_dim(self, dim: int) -> None:
+        """Raise ParameterError if templates of dimension ``dim`` cannot be protected (default: any)."""
 
     def fit(self, es: EmbeddingSet | None = None) -> TemplateProtection:
         """Learn or draw state that depends on the data dimension (default: nothing)."""
@@ -81,7 +96,13 @@ class TemplateProtection(Component):
 
 @register("protection", "unprotected")
 class Unprotected(TemplateProtection):
-    """Identity protection: templates are stored as they are (the baseline)."""
+    """Identity protection: templates are stored as they are (the baseline).
+
+    Parameters
+    ----------
+    seed : int
+        Unused (nothing is random); kept so every protection row of a config takes a seed.
+    """
 
     summary = "No protection: templates stored as they are; cosine comparator."
 
@@ -89,15 +110,62 @@ class Unprotected(TemplateProtection):
         self.seed = seed
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2:
+            raise ParameterError(f"templates must be 2-d (N, D), got shape {x.shape}")
+        return x
 
 
-def protection_from_record(record: dict[str, Any] | None) -> TemplateProtection:
-    """Re-create the protection a file records (secrets, if any, are not recovered)."""
+class FeatureProtection(TemplateProtection):
+    """A protection of intermediate feature maps (N, C, H, W) sent from a client to a server.
+
+    ``transform`` takes and returns arrays of the feature maps' shape; ``fit`` may load what the
+    protection needs (e.g. AdvFace's shadow decoder). Evaluated by attacks that declare
+    ``applies_to`` containing ``"feature"``.
+    """
+
+    kind: ClassVar[str] = "feature"
+
+
+def build_protection(name: str | None, params: dict[str, Any] | None = None) -> TemplateProtection:
+    """The one way to build a protection: a registered name or ``package.module:Class``.
+
+    ``None``, ``""`` and ``"none"`` mean :class:`Unprotected`. Parameters are validated by the
+    component (unknown names and bad values raise :class:`~facepriv.errors.ParameterError`).
+    """
+    if name in (None, "", "none"):
+        name = "unprotected"
+    return create("protection", str(name), dict(params or {}))  # type: ignore[return-value]
+
+
+def protection_from_record(record: dict[str, Any] | None, secrets: dict[str, Any] | None = None,
+                           require_key: bool = False) -> TemplateProtection:
+    """Re-create the protection a file records; secrets (never recorded) come from ``secrets``.
+
+    Without ``require_key`` a masked secret takes the component's default: right for an attacker
+    who only needs the comparator, or who protects its own data with its own key.
+
+    Raises
+    ------
+    ParameterError
+        ``require_key`` and the record masks a secret of a keyed protection that ``secrets``
+        does not supply (it would otherwise silently use a default key).
+    """
     if record is None:
         return Unprotected()
-    params = {k: v for k, v in dict(record.get("params", {})).items() if v != "<secret>"}
-    return create("protection", str(record["name"]), params)  # type: ignore[return-value]
+    raw = dict(record.get("params", {}))
+    params = {k: v for k, v in raw.items() if v != "<secret>"}
+    masked = sorted(k for k, v in raw.items() if v == "<secret>")
+    secrets = dict(secrets or {})
+    missing = [k for k in masked if k not in secrets]
+    prot = build_protection(str(record["name"]), {**params, **{k: secrets[k] for k in masked if k in secrets}})
+    if require_key and missing and getattr(prot, "threat_model", "keyless") == "key_secret":
+        raise ParameterError(
+            f"protection {record['name']!r} is keyed and its key ({', '.join(missing)}) is not stored with the "
+            "templates; supply it (e.g. --protection-seed)",
+            param=missing[0],
+        )
+    return prot
 
 
 def comparator_for(es: EmbeddingSet) -> Comparator:

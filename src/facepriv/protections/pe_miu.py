@@ -39,7 +39,8 @@ def check_block_size(dim: int, block_size: int, what: str = "templates") -> int:
     if dim % block_size:
         raise ParameterError(
             f"block_size {block_size} does not divide the dimension {dim} of the {what}; "
-            f"choose a divisor of {dim}"
+            f"choose a divisor of {dim}",
+            param="block_size",
         )
     return dim // block_size
 
@@ -231,6 +232,7 @@ class PEMIU(TemplateProtection):
         "minimum information units, IEEE Access 2020; fixed-permutation variant as in WIFS 2023"
     )
     secret_params = ("seed",)
+    threat_model = "key_secret"
 
     def __init__(self, block_size: int = 32, moved_blocks: int | None = None, seed: int = 0) -> None:
         self.block_size = block_size
@@ -239,16 +241,27 @@ class PEMIU(TemplateProtection):
 
     def validate_params(self) -> None:
         if isinstance(self.block_size, bool) or not isinstance(self.block_size, (int, np.integer)) or self.block_size < 1:
-            raise ParameterError(f"pe_miu: block_size must be a positive integer, got {self.block_size!r}")
+            raise ParameterError(f"pe_miu: block_size must be a positive integer, got {self.block_size!r}",
+                                 param="block_size")
         if self.moved_blocks is not None:
             if isinstance(self.moved_blocks, bool) or not isinstance(self.moved_blocks, (int, np.integer)):
-                raise ParameterError(f"pe_miu: moved_blocks must be an integer or None, got {self.moved_blocks!r}")
+                raise ParameterError(f"pe_miu: moved_blocks must be an integer or None, got {self.moved_blocks!r}",
+                                     param="moved_blocks")
             if self.moved_blocks < 0 or self.moved_blocks == 1:
                 raise ParameterError(
-                    f"pe_miu: moved_blocks must be 0 or >= 2 (one block cannot move alone), got {self.moved_blocks}"
+                    f"pe_miu: moved_blocks must be 0 or >= 2 (one block cannot move alone), got {self.moved_blocks}",
+                    param="moved_blocks",
                 )
+        # The seed is the permutation key: the messages never repeat its value.
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
-            raise ParameterError("pe_miu: seed must be an integer")
+            raise ParameterError("pe_miu: seed must be an integer", param="seed")
+        if self.seed < 0:
+            raise ParameterError("pe_miu: seed must be a non-negative integer", param="seed")
+
+    def check_input_dim(self, dim: int) -> None:
+        """Block size must divide ``dim`` and ``moved_blocks`` fit in the blocks."""
+        self.validate_params()
+        self._check_moved(check_block_size(dim, self.block_size, "templates"))
 
     def fit(self, es: EmbeddingSet | None = None) -> PEMIU:
         self.validate_params()

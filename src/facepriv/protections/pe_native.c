@@ -1009,9 +1009,11 @@ int has_avx512(void) { return 0; }
 
 #ifdef _OPENMP
 #include <omp.h>
-void set_threads(int t) { omp_set_num_threads(t > 0 ? t : 1); }
+/* Returns the previous count so the caller can restore it: the OpenMP runtime may be shared
+   with torch, whose thread count must not change behind its back. */
+int set_threads(int t) { int before = omp_get_max_threads(); omp_set_num_threads(t > 0 ? t : 1); return before; }
 int has_openmp(void) { return 1; }
 #else
-void set_threads(int t) { (void)t; }
+int set_threads(int t) { (void)t; return 1; }
 int has_openmp(void) { return 0; }
 #endif

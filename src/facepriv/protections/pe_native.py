@@ -130,7 +130,7 @@ def load() -> ctypes.CDLL | None:
     lib.lsa_batch.argtypes = [dp, i64, i64, ip, i64, ip]
     lib.lsa_batch.restype = ctypes.c_int
     lib.set_threads.argtypes = [ctypes.c_int]
-    lib.set_threads.restype = None
+    lib.set_threads.restype = ctypes.c_int
     lib.has_openmp.restype = ctypes.c_int
     lib.has_avx512.restype = ctypes.c_int
     flags_file = path.with_suffix(".flags")
@@ -286,11 +286,14 @@ def pemiu_pairwise(
     nb_ = len(pb.x)
     out = np.empty((na_, nb_), dtype=np.float64)
     stats = np.zeros(3, dtype=np.int64)
-    lib.set_threads(int(threads))
-    rc = lib.pemiu_pairwise(
-        pa.x, pb.xt, pa.sq, pb.sq, pa.norm, pb.norm, pa.x32, pb.xt32, pb.x, pa.sq32, pb.sq32,
-        na_, nb_, nblk, k, out, stats,
-    )
+    before = lib.set_threads(int(threads))
+    try:
+        rc = lib.pemiu_pairwise(
+            pa.x, pb.xt, pa.sq, pb.sq, pa.norm, pb.norm, pa.x32, pb.xt32, pb.x, pa.sq32, pb.sq32,
+            na_, nb_, nblk, k, out, stats,
+        )
+    finally:
+        lib.set_threads(before)
     if rc != 0:
         raise ValueError("PE-MIU assignment failed: templates must be finite")
     if counts is not None:

@@ -17,14 +17,14 @@ baseline is that same resized photo.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from facepriv.adversarial.core import bim, embedding_push, illc, least_likely_labels
 from facepriv.errors import ParameterError
+from facepriv.protections.image import Cloaked, SourcePipeline
 
 METHODS = ("bim", "illc", "push")
 
@@ -89,33 +89,18 @@ class PhotoClassifier(torch.nn.Module):
         return emb if self.head is None else self.head(emb)
 
 
-@dataclass(frozen=True)
-class CloakBatch:
-    """Cloaked photos of one batch and what the source model says about them in memory."""
-
-    photos: np.ndarray  # uint8 (N, H, W, 3)
-    clean_logits: np.ndarray  # (N, C) source head on the clean photos
-    adv_logits: np.ndarray  # (N, C) source head on the cloaked photos (before storage)
-    targets: np.ndarray  # ILLC target class per photo (-1 for BIM / push)
-    loss_first: np.ndarray  # per-sample loss before the first step
-    loss_last: np.ndarray  # ... and after the last
-
-
 def cloak_photos(
     photos: np.ndarray,
     matrices: np.ndarray,
     labels: np.ndarray,
     *,
-    net: torch.nn.Module,
-    head: torch.nn.Module,
-    crop_hw: tuple[int, int],
+    source: SourcePipeline,
     method: str,
     eps: float,
     alpha: float = 1.0,
     iterations: int | None = None,
-    templates: np.ndarray | None = None,
-    progress_cb: Callable[[], None] | None = None,
-) -> CloakBatch:
+    seeds: Sequence[int] | None = None,
+) -> Cloaked:
     """Cloak a batch of same-size photos with BIM, ILLC or the embedding push.
 
     Parameters
@@ -123,24 +108,27 @@ def cloak_photos(
     photos : uint8 (N, H, W, 3)
     matrices : (N, 2, 3) photo->crop affine matrices of the source recipe.
     labels : int (N,)
-        True class index of each photo in ``head``.
-    net, head : torch modules
-        Source recognition module and its identification head.
-    crop_hw : (int, int)
-        The source model's input size.
+        True class index of each photo in ``source.head`` (and row of ``source.templates``).
+    source : SourcePipeline
+        Source recognition module, its identification head, crop size and enrolled templates.
     method : "bim" | "illc" | "push"
     eps, alpha, iterations
         Budget and step in 0..255 pixel units; iterations default min(eps+4, 1.25 eps).
-    templates : (N, D), optional
-        Enrolled templates for ``push`` (required then).
+    seeds : sequence of int (N,), optional
+        Per-photo seeds of the push's random start (default: the photo's index).
+
+    Returns
+    -------
+    Cloaked
+        uint8 photos with ``|cloak - photo| <= floor(eps)``, the loss on the clean photo and after
+        the last step, and the ILLC target per photo.
     """
     if method not in METHODS:
-        raise ParameterError(f"unknown cloak method {method!r}; choose from {', '.join(METHODS)}")
+        raise ParameterError(f"method: unknown cloak method {method!r}; choose from {', '.join(METHODS)}", param="method")
     x = torch.from_numpy(np.ascontiguousarray(photos)).permute(0, 3, 1, 2).float()
-    grid = affine_grid_from_matrix(torch.as_tensor(matrices), tuple(photos.shape[1:3]), crop_hw)
-    clf = PhotoClassifier(net, grid, head)
+    clf = source.photo_model(matrices, tuple(photos.shape[1:3]))
     y = torch.as_tensor(labels, dtype=torch.long)
-    targets = np.full(len(x), -1, dtype=np.int64)
+    targets = None
     if method == "bim":
         res = bim(clf, x, y, eps=eps, alpha=alpha, iterations=iterations)
     elif method == "illc":
@@ -148,24 +136,17 @@ def cloak_photos(
         targets = t.numpy().astype(np.int64)
         res = illc(clf, x, t, eps=eps, alpha=alpha, iterations=iterations)
     else:
-        if templates is None:
-            raise ParameterError("the embedding push needs enrolled templates")
-        emb = PhotoClassifier(net, grid, None)
-        res = embedding_push(emb, x, torch.as_tensor(templates, dtype=torch.float32), eps=eps, alpha=alpha, iterations=iterations)
+        emb = source.photo_model(matrices, tuple(photos.shape[1:3]), logits=False)
+        tpl = torch.as_tensor(np.asarray(source.templates)[np.asarray(labels)], dtype=torch.float32)
+        res = embedding_push(emb, x, tpl, eps=eps, alpha=alpha, iterations=iterations,
+                             seed=list(range(len(x))) if seeds is None else [int(s) for s in seeds])
     # alpha-steps from integer pixels with an integer eps stay integral; round for other choices
     # (rounding may not leave the budget: clip to the integers inside the eps-ball)
     e = float(np.floor(eps))
     adv = torch.clamp(torch.minimum(torch.maximum(torch.round(res.x_adv), x - e), x + e), 0, 255)
-    with torch.no_grad():
-        clean_logits = clf(x).numpy()
-        adv_logits = clf(adv).numpy()
-    if progress_cb:
-        progress_cb()
-    return CloakBatch(
+    return Cloaked(
         photos=adv.permute(0, 2, 3, 1).numpy().astype(np.uint8),
-        clean_logits=clean_logits,
-        adv_logits=adv_logits,
+        loss_before=res.loss_clean.numpy(),
+        loss_after=res.loss_history[-1].numpy(),
         targets=targets,
-        loss_first=res.loss_history[0].numpy(),
-        loss_last=res.loss_history[-1].numpy(),
     )

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 
-from facepriv.attacks.deid.heads import HeadInfo, IdentityHead, load_head, save_head, train_head
+from facepriv.attacks.deid.heads import (
+    HeadInfo,
+    IdentityHead,
+    head_files,
+    head_key,
+    load_head,
+    save_head,
+    train_head,
+)
+from facepriv.errors import InputFileError, ParameterError
 from facepriv.images import load_rgb
 from facepriv.progress import progress
 
@@ -17,7 +27,11 @@ log = logging.getLogger(__name__)
 def align_files(
     paths: list[Path], recipe: str, desc: str = "align", cache: dict | None = None
 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Detect and align photo files with a recipe (``cache``: optional dict memoising results).
+    """Detect and align stored photo files with a recipe (``cache``: optional dict memoising results).
+
+    A file without a detectable face is a failure (listed with the reason); a missing or unreadable
+    file is an error: it was written by ``deid run``, so its loss means the run folder is broken
+    (counting it as "not identified" would inflate PSR).
 
     Returns
     -------
@@ -28,7 +42,6 @@ def align_files(
     failures : list of (path, reason)
         Files without a detectable face (or unreadable), with the reason.
     """
-    from facepriv.errors import InputFileError
     from facepriv.models.alignment import get_aligner
 
     key = (recipe, tuple(str(p) for p in paths))
@@ -38,11 +51,7 @@ def align_files(
     h, w = aligner.output_size
     crops, ok, failures = [], [], []
     for i, p in enumerate(progress(paths, desc=f"{desc} ({recipe})", unit="img")):
-        try:
-            res = aligner.align(load_rgb(p))
-        except InputFileError as exc:
-            failures.append((str(p), exc.problem))
-            continue
+        res = aligner.align(load_rgb(p))  # InputFileError (names the file) for a missing or corrupt file
         if res.crop is None:
             failures.append((str(p), res.reason))
             continue
@@ -54,15 +63,40 @@ def align_files(
     return arr, ok, failures
 
 
+def head_stem(head_dir: Path, model_name: str, key: str) -> Path:
+    """``<head_dir>/<model>.<first 16 hex digits of the key>`` (a module:Class name made file-safe)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name)
+    return Path(head_dir) / f"{safe}.{key[:16]}"
+
+
+def save_gallery_head(head: IdentityHead, info: HeadInfo, head_dir: Path) -> Path:
+    """Save a head under its keyed name in ``head_dir``; the same head already there is kept."""
+    stem = head_stem(head_dir, info.model, info.key)
+    if all(f.is_file() for f in head_files(stem)):
+        try:
+            if load_head(stem)[1].key == info.key:
+                return stem
+        except InputFileError:
+            pass  # unreadable: replaced below
+    save_head(head, info, stem)
+    return stem
+
+
 def gallery_head(
     root: Path,
     gallery: list[tuple[str, str]],
     model_name: str,
     seed: int,
-    stem: Path | None = None,
+    head_dir: Path | None = None,
     cache: dict | None = None,
+    save: bool = True,
 ) -> tuple[IdentityHead, HeadInfo, np.ndarray, list[tuple[str, str]]]:
-    """Train (or reload from ``stem``) the identification head of ``model_name`` on the gallery.
+    """Train the identification head of ``model_name`` on the gallery (or reload the same one).
+
+    With ``head_dir`` the head is saved there as ``<model>.<key>.pt|.json`` (key: first 16 hex
+    digits of :func:`~facepriv.attacks.deid.heads.head_key`) and reused only when a file with the
+    same key exists, i.e. one trained on the same embeddings, identities, seed and settings.
+    ``save=False`` reuses such a file but does not write one (see :func:`save_gallery_head`).
 
     Returns
     -------
@@ -88,11 +122,19 @@ def gallery_head(
     ok = [pos[im] for im in ac.ids]
     emb = model.embed(crops)
     ident = np.array([gallery[i][1] for i in ok])
-    if stem is not None and stem.with_suffix(".pt").is_file():
+    if len(emb) == 0:
+        raise ParameterError(f"{model_name}: no gallery image has a face detectable by its detector "
+                             f"(recipe {model.card.alignment}); cannot train its identification head")
+    key = head_key(emb, ident, model=model_name, seed=seed)
+    stem = None if head_dir is None else head_stem(head_dir, model_name, key)
+    head = info = None
+    if stem is not None and all(f.is_file() for f in head_files(stem)):
         head, info = load_head(stem)
-    else:
+        if info.key != key:  # a file of the same name from something else: never trust it
+            head = info = None
+    if head is None or info is None:
         head, info = train_head(emb, ident, model=model_name, seed=seed)
-        if stem is not None:
+        if stem is not None and save:
             save_head(head, info, stem)
     missing = sorted({i for _, i in gallery} - set(info.classes))
     if missing:

@@ -5,11 +5,17 @@ are open-set embedders, so each gets a softmax (linear) head trained on the gall
 L2-normalised embeddings. ``C(x) = head(normalise(backbone(x)))`` is differentiable end to end,
 which is what BIM/ILLC need on the source model, and gives the top-k ranking the PSR@k metric
 needs on every target model. Heads are saved as a torch state dict (``.pt``, loaded with
-``weights_only=True``) plus JSON metadata (classes, model, seed, training accuracy).
+``weights_only=True``) plus JSON metadata (classes, model, seed, training accuracy, key).
+
+A saved head is reused only when its **key** matches: a hash of everything the head depends on
+(the gallery embeddings and identities, the model, the seed and the training settings), which is
+also part of its file name. A head trained on another dataset, split, seed or model is never
+reused, and a new head never overwrites another one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -47,6 +53,23 @@ class HeadInfo:
     epochs: int
     lr: float
     weight_decay: float
+    key: str = ""
+
+
+#: training settings of every head (full-batch Adam)
+HEAD_EPOCHS, HEAD_LR, HEAD_WEIGHT_DECAY = 300, 0.05, 1e-4
+
+
+def head_key(embeddings: np.ndarray, identity: np.ndarray, *, model: str, seed: int, epochs: int = HEAD_EPOCHS,
+             lr: float = HEAD_LR, weight_decay: float = HEAD_WEIGHT_DECAY) -> str:
+    """sha256 (hex) of everything a head depends on: embeddings, identities, model, seed, training."""
+    h = hashlib.sha256()
+    meta = {"model": model, "seed": int(seed), "epochs": int(epochs), "lr": float(lr), "weight_decay": float(weight_decay),
+            "shape": list(np.shape(embeddings))}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+    h.update("\n".join(np.asarray(identity).astype(str).tolist()).encode("utf-8"))
+    return h.hexdigest()
 
 
 def train_head(
@@ -55,9 +78,9 @@ def train_head(
     *,
     model: str,
     seed: int = 0,
-    epochs: int = 300,
-    lr: float = 0.05,
-    weight_decay: float = 1e-4,
+    epochs: int = HEAD_EPOCHS,
+    lr: float = HEAD_LR,
+    weight_decay: float = HEAD_WEIGHT_DECAY,
 ) -> tuple[IdentityHead, HeadInfo]:
     """Fit a head on gallery embeddings (full-batch Adam, seeded; deterministic on CPU).
 
@@ -101,14 +124,22 @@ def train_head(
         p.requires_grad_(False)
     with torch.no_grad():
         acc = float((head(x).argmax(1) == y).float().mean())
-    info = HeadInfo(model, classes, int(emb.shape[1]), int(seed), int(len(emb)), acc, int(epochs), float(lr), float(weight_decay))
+    key = head_key(emb, ident, model=model, seed=seed, epochs=epochs, lr=lr, weight_decay=weight_decay)
+    info = HeadInfo(model, classes, int(emb.shape[1]), int(seed), int(len(emb)), acc, int(epochs), float(lr),
+                    float(weight_decay), key)
     return head, info
+
+
+def head_files(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``<stem>.pt`` and ``<stem>.json`` (appended: a stem may contain dots)."""
+    stem = Path(stem)
+    return stem.parent / f"{stem.name}.pt", stem.parent / f"{stem.name}.json"
 
 
 def save_head(head: IdentityHead, info: HeadInfo, stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``<stem>.pt`` (state dict) and ``<stem>.json`` (metadata) atomically."""
     stem = Path(stem)
-    pt, js = stem.with_suffix(".pt"), stem.with_suffix(".json")
+    pt, js = head_files(stem)
     with atomic_path(pt) as tmp:
         torch.save({k: v.detach().clone() for k, v in head.state_dict().items()}, tmp)
     write_json_atomic(js, asdict(info))
@@ -118,7 +149,7 @@ def save_head(head: IdentityHead, info: HeadInfo, stem: str | os.PathLike[str]) 
 def load_head(stem: str | os.PathLike[str]) -> tuple[IdentityHead, HeadInfo]:
     """Read a head written by :func:`save_head` (``weights_only=True``; clear errors)."""
     stem = Path(stem)
-    pt, js = stem.with_suffix(".pt"), stem.with_suffix(".json")
+    pt, js = head_files(stem)
     for p in (pt, js):
         if not p.is_file():
             raise InputFileError(p, "missing identification-head file")
@@ -140,11 +171,3 @@ def load_head(stem: str | os.PathLike[str]) -> tuple[IdentityHead, HeadInfo]:
     for p in head.parameters():
         p.requires_grad_(False)
     return head, info
-
-
-def rank_of_true(logits: np.ndarray, true_index: np.ndarray) -> np.ndarray:
-    """1-based rank of the true class in each row's descending logit order (ties count against it)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    t = np.asarray(true_index, dtype=np.int64)
-    true_scores = logits[np.arange(len(t)), t]
-    return 1 + (logits > true_scores[:, None]).sum(axis=1) + ((logits == true_scores[:, None]).sum(axis=1) - 1)

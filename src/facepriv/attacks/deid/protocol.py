@@ -1,14 +1,19 @@
-"""Gallery/probe protocol and the protection success rate PSR@k (Ghafourian et al. 2023, Eq. 6).
+"""Gallery/probe protocol of the photo de-identification attack (Ghafourian et al. 2023).
 
 Per identity, a seeded random split puts ``probes_per_identity`` images in the probe set (these
 get cloaked) and the rest in the gallery (it trains the closed-set identification heads). The
-split is written to the run folder so every evaluation uses the same one.
+split is written to the run folder so every evaluation uses the same one. It splits *within*
+each identity (a person is in both gallery and probes: closed-set identification), so it is not
+an identity-disjoint split of :mod:`facepriv.splits`. PSR@k is
+:func:`facepriv.metrics.privacy.psr_at_k` (0-based ranks).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +42,24 @@ class Split:
     def identities(self) -> list[str]:
         """Sorted identities of the gallery (the heads' classes)."""
         return sorted({i for _, i in self.gallery})
+
+
+def check_split_params(*, probes_per_identity: Any, min_gallery: Any, min_images: Any, max_identities: Any,
+                       max_images: Any, max_gallery: Any, seed: Any) -> None:
+    """ParameterError naming the parameter for a split setting of the wrong type or range."""
+    for name, v, low, optional in (("probes_per_identity", probes_per_identity, 1, False),
+                                   ("min_gallery", min_gallery, 1, False), ("min_images", min_images, 1, True),
+                                   ("max_identities", max_identities, 2, True), ("max_images", max_images, 1, True),
+                                   ("max_gallery", max_gallery, 1, True), ("seed", seed, 0, False)):
+        if v is None and optional:
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise ParameterError(f"{name}: must be an integer >= {low}{' (or None)' if optional else ''}, got {v!r}",
+                                 param=name)
+    if seed > 2**32 - 1:  # scikit-learn's random_state (the heads) needs < 2**32
+        raise ParameterError(f"seed: must be at most {2**32 - 1}, got {seed}", param="seed")
+    if max_gallery is not None and max_gallery < min_gallery:
+        raise ParameterError(f"max_gallery: {max_gallery} is below min_gallery ({min_gallery})", param="max_gallery")
 
 
 def split_gallery_probes(
@@ -82,13 +105,17 @@ def split_gallery_probes(
         Bad counts, or identities with too few images for a gallery (listed).
     """
     if probes_per_identity < 1:
-        raise ParameterError(f"probes per identity must be >= 1, got {probes_per_identity}")
+        raise ParameterError(f"probes_per_identity: must be >= 1, got {probes_per_identity}", param="probes_per_identity")
     if min_gallery < 1:
-        raise ParameterError(f"min gallery must be >= 1, got {min_gallery}")
+        raise ParameterError(f"min_gallery: must be >= 1, got {min_gallery}", param="min_gallery")
+    if seed > 2**32 - 1:  # scikit-learn's random_state (the heads) needs < 2**32
+        raise ParameterError(f"seed: must be at most {2**32 - 1}, got {seed}", param="seed")
     if max_gallery is not None and max_gallery < min_gallery:
-        raise ParameterError(f"max gallery per identity ({max_gallery}) is below min gallery ({min_gallery})")
+        raise ParameterError(f"max_gallery: {max_gallery} is below min_gallery ({min_gallery})", param="max_gallery")
     if max_probes is not None and max_probes < 1:
-        raise ParameterError(f"max images must be >= 1, got {max_probes}")
+        raise ParameterError(f"max_images: must be >= 1, got {max_probes}", param="max_images")
+    if seed < 0:
+        raise ParameterError(f"seed: must be >= 0, got {seed}", param="seed")
     by_id: dict[str, list[str]] = defaultdict(list)
     for im, ident in zip(images, identity, strict=True):
         by_id[ident].append(im)
@@ -104,13 +131,14 @@ def split_gallery_probes(
         raise ParameterError(
             f"{len(small)} identit{'y has' if len(small) == 1 else 'ies have'} fewer than {need} images "
             f"({probes_per_identity} probe(s) + a gallery of at least {min_gallery}): {shown}; "
-            "pass --min-images to leave such identities out, or lower --probes-per-identity / --min-gallery"
+            "set min_images to leave such identities out, or lower probes_per_identity / min_gallery",
+            param="min_images",
         )
     rng = np.random.default_rng(int(seed))
     ids = sorted(by_id)
     if max_identities is not None:
         if max_identities < 2:
-            raise ParameterError(f"max identities must be >= 2, got {max_identities}")
+            raise ParameterError(f"max_identities: must be >= 2, got {max_identities}", param="max_identities")
         if max_identities < len(ids):
             keep = set(rng.choice(len(ids), size=max_identities, replace=False).tolist())
             for j, ident in enumerate(ids):
@@ -134,28 +162,3 @@ def split_gallery_probes(
         rounds = [per[i][r] for r in range(probes_per_identity) for i in ids if r < len(per[i])]
         probes = sorted(rounds[:max_probes], key=lambda p: (p[1], p[0]))
     return Split(gallery, probes, dropped)
-
-
-def psr_at_k(ranks: np.ndarray, ks=PAPER_KS) -> dict[int, float]:
-    """Protection success rate ``PSR@k = 100 - 100/N * #(rank of the true identity <= k)``.
-
-    Parameters
-    ----------
-    ranks : array of float (N,)
-        1-based rank of the true identity per probe; ``inf`` (or NaN) for a probe whose face was
-        not detected (it cannot be identified, so it counts as protected).
-    ks : iterable of int
-
-    Returns
-    -------
-    dict k -> PSR in percent (NaN when N = 0).
-    """
-    r = np.asarray(ranks, dtype=np.float64)
-    n = len(r)
-    r = np.where(np.isnan(r), np.inf, r)
-    out = {}
-    for k in ks:
-        if int(k) < 1:
-            raise ParameterError(f"top-k must be >= 1, got {k}")
-        out[int(k)] = float("nan") if n == 0 else 100.0 - 100.0 / n * float((r <= k).sum())
-    return out

@@ -3,7 +3,9 @@
 The decoder's targets are the aligned face crops the embeddings were computed from: for every
 embedding id (a path relative to the image root) the crop is re-made with the model's alignment
 recipe (:func:`facepriv.pipeline.align_images`, which caches crops on disk) and resized to the
-decoder's output size. Splits are identity-disjoint and seeded.
+decoder's output size. :func:`pair_crops` pairs templates with crops already in memory (what the
+registered attack gets from the runner); :func:`load_paired` does the same from an image folder
+(the command line). Identity-disjoint splits come from :mod:`facepriv.splits`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from facepriv.embeddings import EmbeddingSet
-from facepriv.errors import InputFileError, ParameterError
+from facepriv.errors import InputFileError
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +97,30 @@ def load_paired(
             f"{len(missing)} of {len(es)} sample ids do not name an image under {r} (e.g. {missing[0]!r}); "
             "are the embeddings from this image folder?",
         )
-    aligned = align_images(r, _alignment_list(r, es.ids), recipe)
+    return pair_crops(es, align_images(r, _alignment_list(r, es.ids), recipe), r)
+
+
+def pair_crops(es: EmbeddingSet, aligned, where: str | os.PathLike[str] = "images") -> PairedData:
+    """Pair every template of ``es`` with its crop in ``aligned`` (rows without a crop are left out).
+
+    Parameters
+    ----------
+    es : EmbeddingSet
+        Templates whose ids name the aligned images.
+    aligned : AlignedCrops
+        Crops with their ids (:class:`facepriv.pipeline.AlignedCrops`), any order, any superset.
+    where : path-like
+        Named in the error when no template has a crop.
+
+    Raises
+    ------
+    InputFileError
+        No template has a crop.
+    """
     pos = {str(i): k for k, i in enumerate(aligned.ids)}
-    keep = np.array([str(i) in pos for i in es.ids])
+    keep = np.array([str(i) in pos for i in es.ids], dtype=bool)
     if not keep.any():
-        raise InputFileError(r, f"no face could be aligned with recipe {recipe!r} for any of the {len(es)} ids")
+        raise InputFileError(where, f"no face could be aligned with recipe {aligned.recipe!r} for any of the {len(es)} ids")
     if not keep.all():
         log.warning("%d of %d images could not be aligned and are left out", int((~keep).sum()), len(es))
     sub = es.subset(keep)
@@ -140,21 +161,3 @@ def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
     for k, c in enumerate(crops):
         out[k] = np.asarray(Image.fromarray(c).resize((size, size), Image.BOX))
     return out
-
-
-def identity_split(identity: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded identity-disjoint split: boolean masks (train, test) over the rows.
-
-    ``round(test_fraction * n_identities)`` identities (at least one, and at least one left for
-    training) go to the test side.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ParameterError(f"test fraction must be in (0, 1), got {test_fraction}")
-    ids = np.unique(np.asarray(identity).astype(str))
-    if len(ids) < 2:
-        raise ParameterError(f"an identity-disjoint split needs at least 2 identities, got {len(ids)}")
-    n_test = int(min(len(ids) - 1, max(1, round(test_fraction * len(ids)))))
-    rng = np.random.default_rng(seed)
-    test_ids = set(rng.permutation(ids)[:n_test].tolist())
-    test = np.array([str(i) in test_ids for i in identity])
-    return ~test, test

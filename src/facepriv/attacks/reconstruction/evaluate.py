@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facepriv.attacks.reconstruction.attack import FMRS
 from facepriv.attacks.reconstruction.data import PairedData, resize_crops
 from facepriv.attacks.reconstruction.losses import resize_to
 from facepriv.attacks.reconstruction.trainer import reconstruct, to_tensor
@@ -33,8 +34,6 @@ from facepriv.metrics.stats import wilson_interval
 from facepriv.progress import progress
 
 log = logging.getLogger(__name__)
-
-FMRS = (0.001, 0.01, 0.1)
 
 
 def fmr_key(fmr: float) -> str:

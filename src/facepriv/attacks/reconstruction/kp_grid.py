@@ -12,7 +12,6 @@ grid continues where it stopped.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -22,19 +21,45 @@ from typing import Any
 import numpy as np
 
 from facepriv.attacks.reconstruction.evaluate import FMRS, fmr_key
-from facepriv.attacks.reconstruction.runs import evaluate_run, train_run
-from facepriv.attacks.reconstruction.trainer import CHECKPOINT, TrainConfig, load_state
+from facepriv.attacks.reconstruction.runfolder import TrainConfig, run_state
+from facepriv.attacks.reconstruction.runs import (
+    Trained,
+    evaluate_decoder_on,
+    held_out,
+    model_for,
+    read_embeddings,
+    system_protection,
+    train_decoder_on,
+)
 from facepriv.attacks.reconstruction.viz import rsr_heatmap
-from facepriv.errors import ParameterError
+from facepriv.errors import InputFileError, ParameterError
 from facepriv.fileio import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 
-def _cell_done(run: Path, epochs: int) -> bool:
-    if not (run / CHECKPOINT).is_file():
-        return False
-    return int(load_state(run / CHECKPOINT).get("epoch", 0)) >= epochs
+def grid_cells(dim: int, block_sizes: list[int], moved_blocks: list[int], protection_seed: int,
+               include_unprotected: bool) -> list[tuple[str, dict[str, Any] | None]]:
+    """(name, PE-MIU parameters) of every cell; a K that does not divide ``dim`` is an error, P > D/K skipped."""
+    from facepriv.protections.pe_miu import check_block_size
+
+    if not block_sizes or not moved_blocks:
+        raise ParameterError("the grid needs at least one block size K and one moved-blocks value P")
+    for p in moved_blocks:
+        if p < 2:
+            raise ParameterError(f"moved_blocks: P must be at least 2 (one block cannot move alone), got {p}",
+                                 param="moved_blocks")
+    cells: list[tuple[str, dict[str, Any] | None]] = [("unprotected", None)] if include_unprotected else []
+    for k in block_sizes:
+        if k < 1:
+            raise ParameterError(f"block_size: K must be a positive integer, got {k}", param="block_size")
+        nblk = check_block_size(dim, k)
+        for p in moved_blocks:
+            if p > nblk:
+                log.info("skipping K%d_P%d: %d-d templates have %d blocks of %d", k, p, dim, nblk, k)
+                continue
+            cells.append((f"K{k}_P{p}", {"block_size": int(k), "moved_blocks": int(p), "seed": int(protection_seed)}))
+    return cells
 
 
 def run_grid(
@@ -50,62 +75,71 @@ def run_grid(
 ) -> dict[str, Any]:
     """Train + evaluate every (K, P) cell with P <= D/K; write the RSR table and heat-maps.
 
+    The embeddings are read and the photos aligned once for every cell (in-memory entry points
+    of :mod:`.runs`).
+
     Parameters
     ----------
     cfg : TrainConfig
-        Training settings shared by all cells (size, epochs, seed, ...).
+        Training settings shared by all cells (size, epochs, seed, ...); the evaluation uses
+        ``cfg.seed`` too.
     block_sizes, moved_blocks : list of int
-        K and P values; cells with P > D/K (more moved blocks than exist) are skipped.
+        K and P values; every K must divide the template dimension; cells with P > D/K (more
+        moved blocks than exist) are skipped.
     protection_seed : int
         Seed of the fixed permutation (a secret of the protected system: kept out of outputs).
     include_unprotected : bool
         Also train the unprotected baseline (row ``unprotected`` of the table).
     """
-    if not block_sizes or not moved_blocks:
-        raise ParameterError("the grid needs at least one block size K and one moved-blocks value P")
-    outp = Path(out)
-    cells: list[tuple[str, dict[str, Any] | None]] = []
-    if include_unprotected:
-        cells.append(("unprotected", None))
-    for k in block_sizes:
-        for p in moved_blocks:
-            cells.append((f"K{k}_P{p}", {"block_size": int(k), "moved_blocks": int(p), "seed": int(protection_seed)}))
-    results: dict[str, Any] = {}
-    for name, params in cells:
-        run = outp / "cells" / name
-        ev = run / "eval"
-        if params is not None:
-            from facepriv.embeddings import load_embeddings
+    from facepriv.attacks.reconstruction.data import load_paired
 
-            dim = load_embeddings(embeddings).dim
-            if dim % params["block_size"] or params["moved_blocks"] > dim // params["block_size"]:
-                log.info("skipping %s: %d-d embeddings have %s blocks", name, dim, dim / params["block_size"])
-                continue
+    cfg.validate()
+    outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise InputFileError(outp, "exists and is not a folder; the grid's output must be a folder")
+    es = read_embeddings(embeddings)
+    cells = grid_cells(es.dim, block_sizes, moved_blocks, protection_seed, include_unprotected)
+    for name, _ in cells:
+        run_state(outp / "cells" / name)  # a damaged cell folder is reported before any work
+    model = model_for(es, embeddings, None)
+    data = load_paired(es, images, model.card.alignment, embeddings)
+    prots = {name: system_protection(None if params is None else "pe_miu", params, es) for name, params in cells}
+    decoders: dict[str, Trained] = {}
+
+    def trained(name: str) -> Trained:
+        if name not in decoders:
+            run = outp / "cells" / name
+            decoders[name] = train_decoder_on(data, prots[name], cfg, run, model, max_train=max_train,
+                                              resume=run_state(run) == "checkpoint",
+                                              extra={"embeddings": str(embeddings), "images": str(images)})
+        return decoders[name]
+
+    def evaluate(name: str, ev: Path, protection: Any) -> dict[str, Any]:
+        t = trained(name)
+        test = held_out(data, t.train_identities, embeddings)
+        return evaluate_decoder_on(t.decoder, test, protection, model, gender=True, seed=cfg.seed, out_dir=ev,
+                                   overwrite=True, head={"run": str(outp / "cells" / name), "train_config": t.public_config()})
+
+    results: dict[str, Any] = {}
+    for name, _ in cells:
+        ev = outp / "cells" / name / "eval"
         if (ev / "summary.json").is_file():
             results[name] = json.loads((ev / "summary.json").read_text(encoding="utf-8"))
             continue
-        c = copy.deepcopy(cfg)
-        if not _cell_done(run, c.epochs):
-            log.info("grid cell %s: training", name)
-            train_run(
-                embeddings, images, run, c, None if params is None else "pe_miu", params,
-                resume=(run / CHECKPOINT).is_file(), max_train=max_train,
-            )
-        log.info("grid cell %s: evaluating", name)
-        results[name] = evaluate_run(run, embeddings, images, ev, (), params, overwrite=True, gender=True)
+        log.info("grid cell %s: training / evaluating", name)
+        results[name] = evaluate(name, ev, prots[name])
     if "unprotected" in results:
         # the same unprotected decoder against each cell's templates: evaluation only, cheap
         base = outp / "cells" / "unprotected"
         for name, params in cells:
-            if params is None or name not in results:
+            if params is None:
                 continue
             ev = base / f"naive_{name}"
             if (ev / "summary.json").is_file():
                 results[f"naive_{name}"] = json.loads((ev / "summary.json").read_text(encoding="utf-8"))
                 continue
             log.info("grid cell naive_%s: unprotected decoder on %s templates", name, name)
-            results[f"naive_{name}"] = evaluate_run(base, embeddings, images, ev, (), params, overwrite=True,
-                                                    gender=True, protection="pe_miu")
+            results[f"naive_{name}"] = evaluate("unprotected", ev, prots[name])
     return write_grid_report(outp, results, block_sizes, moved_blocks)
 
 

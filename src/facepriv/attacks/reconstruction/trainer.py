@@ -1,22 +1,21 @@
-"""Training loop of the reconstruction decoder: checkpoints every epoch, resumable.
+"""Training loop of the reconstruction decoder: checkpoints every epoch, resumable to the bit.
 
-A run folder holds ``config.json`` (the resolved configuration; never a protection secret),
-``checkpoint.pt`` (decoder + optimizer + scheduler state dicts and the epoch, written atomically
-after every epoch), ``decoder.pt`` (decoder weights only), ``history.json`` (loss terms per
-epoch) and ``samples/epoch_NNN.png`` (original | reconstruction pairs). Everything is loaded with
+The run folder and its files are described in :mod:`facepriv.attacks.reconstruction.runfolder`.
+Every random draw of a training comes from the configuration: the decoder's initial weights from
+the torch generator seeded with ``cfg.seed`` (drawn inside :func:`torch.random.fork_rng`, so the
+global random state is neither read nor changed), the batch order of epoch ``e`` from a generator
+seeded with ``(cfg.seed, e)``; the checkpoint after every epoch holds the decoder, optimizer and
+scheduler states and the torch random state, so training N epochs in one go and training k
+epochs, being killed, and resuming to N give bit-identical decoders. Everything is loaded with
 ``torch.load(..., weights_only=True)``; a damaged file gives a clear error naming it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import pickle
 import time
-import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,92 +23,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from facepriv.attacks.reconstruction.decoder import STAGES, FaceDecoder
+from facepriv.attacks.reconstruction.decoder import FaceDecoder
 from facepriv.attacks.reconstruction.losses import ReconstructionLoss
+from facepriv.attacks.reconstruction.runfolder import (  # noqa: F401 - re-exported for callers
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    RESUME_KEYS,
+    SAMPLES,
+    SPLIT,
+    WEIGHTS,
+    TrainConfig,
+    check_resume_config,
+    check_run_folder,
+    clear_run,
+    leftovers,
+    load_config,
+    load_state,
+)
 from facepriv.attacks.reconstruction.viz import pair_grid, save_png
-from facepriv.errors import InputFileError, OutputExistsError, ParameterError
-from facepriv.fileio import atomic_path, write_json_atomic
+from facepriv.errors import InputFileError, ParameterError
+from facepriv.fileio import FolderLock, atomic_path, write_json_atomic
 from facepriv.progress import progress
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "decoder.pt"
-CONFIG = "config.json"
-HISTORY = "history.json"
-#: config fields that must agree when a run is resumed
-RESUME_KEYS = ("size", "embedding_dim", "batch_size", "lr", "step_size", "gamma", "w_ssim", "w_id", "seed", "model", "protection")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a decoder training run (all public; written to ``config.json``).
-
-    Paper values (WIFS 2023): Adam lr 1e-3, StepLR(10, 0.5), batch 32, 100 epochs, loss weights
-    0.1 (SSIM) and 0.005 (ID), 112x112 output.
-    """
-
-    size: int = 64
-    embedding_dim: int = 128
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 1e-3
-    step_size: int = 10
-    gamma: float = 0.5
-    w_ssim: float = 0.1
-    w_id: float = 0.005
-    seed: int = 0
-    test_fraction: float = 0.1
-    model: str = "dlib_resnet"
-    protection: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        """Raise ParameterError for impossible values."""
-        if self.size not in STAGES:
-            raise ParameterError(f"--size must be one of {sorted(STAGES)}, got {self.size}")
-        for name in ("epochs", "batch_size", "step_size", "embedding_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ParameterError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ParameterError(f"learning rate must be positive, got {self.lr}")
-        if self.w_ssim < 0 or self.w_id < 0:
-            raise ParameterError("loss weights must be non-negative")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, ignoring unknown keys (forward compatibility)."""
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with a clear error for missing or damaged files."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(p, "no such checkpoint file")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise InputFileError(p, f"corrupt or not a facepriv checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not isinstance(state, dict):
-        raise InputFileError(p, f"not a facepriv checkpoint (holds {type(state).__name__}, expected a dict)")
-    return state
-
-
-def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
-    """Read ``config.json`` of a run folder."""
-    p = Path(run_dir) / CONFIG
-    if not p.is_file():
-        raise InputFileError(p, "no config.json: is this a 'facepriv reconstruct train' run folder?")
-    try:
-        return TrainConfig.from_dict(json.loads(p.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise InputFileError(p, f"not a valid run config ({exc})") from None
 
 
 def load_decoder(run_dir: str | os.PathLike[str]) -> tuple[FaceDecoder, TrainConfig]:
@@ -164,6 +101,7 @@ def _save_checkpoint(run: Path, decoder, opt, sched, epoch: int, history: list[d
         "decoder": decoder.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
+        "torch_rng": torch.get_rng_state(),
         "history": history,
     }
     with atomic_path(run / CHECKPOINT) as tmp:  # last: a checkpoint always has matching weights beside it
@@ -171,27 +109,46 @@ def _save_checkpoint(run: Path, decoder, opt, sched, epoch: int, history: list[d
     write_json_atomic(run / HISTORY, history)
 
 
-def _check_resume(run: Path, cfg: TrainConfig) -> None:
-    old = load_config(run)
-    diff = [k for k in RESUME_KEYS if getattr(old, k) != getattr(cfg, k)]
-    if diff:
-        raise ParameterError(
-            f"{run}: cannot resume, the run was made with different {', '.join(diff)} "
-            f"({', '.join(f'{k}={getattr(old, k)!r}' for k in diff)})"
-        )
+def _check_resume(run: Path, cfg: TrainConfig, split: dict[str, Any] | None) -> None:
+    check_resume_config(run, cfg)
+    if split is not None and (run / SPLIT).is_file():
+        import json
+
+        try:
+            before = json.loads((run / SPLIT).read_text(encoding="utf-8"))["train_identities"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputFileError(run / SPLIT, f"not a valid split file ({exc})") from None
+        if sorted(before) != sorted(split["train_identities"]):
+            raise ParameterError(f"{run}: cannot resume, the run was trained on other identities "
+                                 "(other embeddings, test fraction or max_train)")
+
+
+def _resume_state(run: Path, decoder, opt, sched) -> tuple[int, list[dict[str, float]]]:
+    """Load ``checkpoint.pt`` into the decoder, optimizer, scheduler and the torch random state."""
+    state = load_state(run / CHECKPOINT)
+    try:
+        decoder.load_state_dict(state["decoder"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        return int(state["epoch"]), list(state.get("history", []))
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise InputFileError(run / CHECKPOINT, f"checkpoint does not match this decoder ({str(exc)[:200]})") from None
 
 
 def train_decoder(
     inputs: np.ndarray,
     targets: np.ndarray,
     cfg: TrainConfig,
-    run_dir: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | None,
     recognition: nn.Module | None,
     input_size: tuple[int, int] = (150, 150),
     preview: tuple[np.ndarray, np.ndarray] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     max_steps: int | None = None,
+    split: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a :class:`FaceDecoder` from ``inputs`` (embeddings, protected or not) to ``targets``.
 
@@ -202,8 +159,9 @@ def train_decoder(
     targets : ndarray of uint8, shape (N, size, size, 3)
         The aligned crops the templates came from, at the decoder's output size.
     cfg : TrainConfig
-    run_dir : path
-        Run folder (created); see the module docstring for its content.
+    run_dir : path or None
+        Run folder (created; see :mod:`~facepriv.attacks.reconstruction.runfolder`); None trains
+        in memory and writes nothing.
     recognition : nn.Module or None
         Frozen differentiable recognition network for the ID loss (None: no ID term).
     input_size : (int, int)
@@ -211,11 +169,14 @@ def train_decoder(
     preview : (embeddings, crops), optional
         Samples decoded into ``samples/epoch_NNN.png`` after every epoch.
     resume : bool
-        Continue from ``checkpoint.pt`` in ``run_dir``.
+        Continue from ``checkpoint.pt`` in ``run_dir`` (a run without a checkpoint starts afresh).
     overwrite : bool
-        Start afresh even if ``run_dir`` already holds a run.
+        Start afresh even if ``run_dir`` holds a run with a checkpoint.
     max_steps : int, optional
         Stop after this many optimisation steps in total (for tests and benchmarks).
+    split : dict, optional
+        Written to ``split.json`` (train / test identities); on resume it must name the same
+        training identities as the run's.
     """
     cfg.validate()
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
@@ -225,34 +186,43 @@ def train_decoder(
         raise ParameterError(f"targets must be uint8 ({len(inputs)}, {cfg.size}, {cfg.size}, 3), got {targets.dtype} {targets.shape}")
     if len(inputs) < 2:
         raise ParameterError(f"need at least 2 training samples, got {len(inputs)}")
+    if run_dir is None:
+        return _train(inputs, targets, cfg, None, recognition, input_size, preview, False, max_steps)
     run = Path(run_dir)
-    has_run = (run / CHECKPOINT).exists() or (run / CONFIG).exists()
-    if has_run and not (resume or overwrite):
-        raise OutputExistsError(run)
-    if resume and not (run / CHECKPOINT).exists():
-        raise InputFileError(run / CHECKPOINT, "nothing to resume: no checkpoint in the run folder")
-    torch.manual_seed(cfg.seed)
-    decoder = FaceDecoder(cfg.embedding_dim, cfg.size)
-    opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    history: list[dict[str, float]] = []
-    start = 0
-    if resume:
-        _check_resume(run, cfg)
-        state = load_state(run / CHECKPOINT)
-        try:
-            decoder.load_state_dict(state["decoder"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            start = int(state["epoch"])
-            history = list(state.get("history", []))
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise InputFileError(run / CHECKPOINT, f"checkpoint does not match this decoder ({str(exc)[:200]})") from None
-        log.info("resuming %s after epoch %d", run, start)
-    else:
-        run.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run / CONFIG, cfg.to_dict())
+    check_run_folder(run, resume, overwrite)  # before the lock creates the folder
+    with FolderLock(run, "training"):
+        mode = check_run_folder(run, resume, overwrite)
+        if mode == "resume":
+            _check_resume(run, cfg, split)
+            for p in leftovers(run):  # temporary files of a write the last run was killed in
+                log.info("removing %s (left by an interrupted write)", p)
+                p.unlink(missing_ok=True)
+        else:
+            clear_run(run)
+        write_json_atomic(run / CONFIG, cfg.to_dict())
+        if split is not None:
+            write_json_atomic(run / SPLIT, split)
+        return _train(inputs, targets, cfg, run, recognition, input_size, preview, mode == "resume", max_steps)
 
+
+def _train(inputs, targets, cfg: TrainConfig, run: Path | None, recognition, input_size, preview, resume: bool,
+           max_steps: int | None) -> TrainResult:
+    with torch.random.fork_rng(devices=[]):  # draws from cfg.seed, leaves the global state alone
+        torch.manual_seed(cfg.seed)
+        decoder = FaceDecoder(cfg.embedding_dim, cfg.size)
+        opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+        history: list[dict[str, float]] = []
+        start = 0
+        if resume and run is not None:
+            start, history = _resume_state(run, decoder, opt, sched)
+            log.info("resuming %s after epoch %d", run, start)
+        return _epochs(inputs, targets, cfg, run, recognition, input_size, preview, max_steps,
+                       decoder, opt, sched, start, history)
+
+
+def _epochs(inputs, targets, cfg: TrainConfig, run: Path | None, recognition, input_size, preview, max_steps,
+            decoder, opt, sched, start: int, history: list[dict[str, float]]) -> TrainResult:
     loss_fn = ReconstructionLoss(recognition, input_size, cfg.w_ssim, cfg.w_id)
     x_all = to_tensor(targets)
     z_all = torch.from_numpy(inputs)
@@ -266,7 +236,7 @@ def train_decoder(
     n, bs = len(inputs), cfg.batch_size
     for epoch in range(start, cfg.epochs):
         decoder.train()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # per-epoch order survives resume
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # per-epoch order: no state to save
         order = torch.randperm(n, generator=g)
         batches = [order[i : i + bs] for i in range(0, n, bs)]
         if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm needs 2+ samples
@@ -294,10 +264,11 @@ def train_decoder(
         rec = {k: v / max(done, 1) for k, v in sums.items()}
         rec.update(epoch=epoch + 1, lr=float(opt.param_groups[0]["lr"]), seconds=time.time() - t0)
         history.append(rec)
-        _save_checkpoint(run, decoder, opt, sched, epoch + 1, history)
-        if preview is not None:
-            recon = reconstruct(decoder, preview[0])
-            save_png(pair_grid(preview[1], recon), run / "samples" / f"epoch_{epoch + 1:03d}.png")
+        if run is not None:
+            _save_checkpoint(run, decoder, opt, sched, epoch + 1, history)
+            if preview is not None:
+                recon = reconstruct(decoder, preview[0])
+                save_png(pair_grid(preview[1], recon), run / SAMPLES / f"epoch_{epoch + 1:03d}.png")
         log.info("epoch %d/%d: loss %.4f mse %.4f ssim %.3f id %.4f", epoch + 1, cfg.epochs, rec["loss"], rec["mse"], rec["ssim"], rec["id"])
         if max_steps is not None and steps >= max_steps:
             break

@@ -1,0 +1,149 @@
+"""facepriv.testing over every built-in component, on real CelebA faces (the plugin authors' suite)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facepriv import testing
+from facepriv.attacks.base import AttackData
+from facepriv.embeddings import EmbeddingSet
+from facepriv.registry import available, create
+from facepriv.splits import split_two
+
+N_IDS = 8
+PER_ID = 5
+
+
+def _rows(celeba_dir: Path) -> list[tuple[str, str, str]]:
+    """5 photos of 4 female and 4 male identities (sorted, so every machine picks the same)."""
+    with open(celeba_dir / "labels.csv", newline="") as f:
+        rows = [(r["image"], r["identity"], r["gender"]) for r in csv.DictReader(f) if r["gender"]]
+    by_id: dict[str, list] = {}
+    for r in sorted(rows):
+        by_id.setdefault(r[1], []).append(r)
+    out = []
+    for g in ("female", "male"):
+        ids = [i for i in sorted(by_id) if by_id[i][0][2] == g and len(by_id[i]) >= PER_ID][: N_IDS // 2]
+        out += [r for i in ids for r in by_id[i][:PER_ID]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def real(celeba_dir):
+    """Aligned crops and dlib templates of 40 real photos."""
+    from facepriv.models.zoo import get_model
+    from facepriv.pipeline import align_images
+
+    rows = _rows(celeba_dir)
+    model = get_model("dlib_resnet")
+    ac = align_images(celeba_dir, [r[0] for r in rows], model.card.alignment)
+    keep = {im for im in ac.ids}
+    rows = [r for r in rows if r[0] in keep]
+    emb = model.embed(ac.crops)
+    es = EmbeddingSet(emb, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
+                      {"gender": np.array([r[2] for r in rows])}, "dlib_resnet", None)
+    return {"es": es, "model": model, "root": celeba_dir}
+
+
+def _protection_params(name: str, tmp_path: Path) -> dict | None:
+    if name == "advface":
+        return None  # needs a trained shadow decoder: checked in tests/test_advface*.py
+    if name == "pe_miu":
+        return {"block_size": 16, "seed": 4242}
+    return {}
+
+
+@pytest.mark.parametrize("name", sorted(available("protection")))
+def test_every_builtin_protection_keeps_the_contract(name, real, tmp_path):
+    params = _protection_params(name, tmp_path)
+    if params is None:
+        pytest.skip(f"{name} needs a trained shadow decoder (its own tests cover it)")
+    prot = create("protection", name, params)
+    if prot.kind == "feature":
+        pytest.skip(f"{name} protects feature maps; checked on AdvFace features in tests/test_advface*.py")
+    testing.check_template_protection(prot, real["es"])
+
+
+@pytest.mark.parametrize("name", ["similarity", "classifier"])
+def test_template_attacks_keep_the_contract(name, real):
+    es = real["es"]
+    att, vic = split_two(es.identity, 0.5, seed=3, strata=es.gender)
+    for prot in (create("protection", "unprotected"), create("protection", "pe_miu", {"block_size": 16, "seed": 98765})):
+        data = AttackData(clean=es, attacker=att, victim=vic, protection=prot, model=real["model"], seed=11)
+        params = {"top_n": [1, 3]} if name == "similarity" else {"classifier": "knn"}
+        out = testing.check_attack(create("attack", name, params), data)
+        assert 0.0 <= out.headline["value"] <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(n for n in available("model") if n != "onnx_file"))
+def test_every_builtin_model_keeps_the_contract(name, celeba_dir):
+    from facepriv.models.zoo import get_model
+    from facepriv.pipeline import align_images
+
+    model = get_model(name)
+    rows = _rows(celeba_dir)[:4]
+    ac = align_images(celeba_dir, [r[0] for r in rows], model.card.alignment)
+    testing.check_model(model, ac.crops)
+
+
+def test_every_builtin_dataset_keeps_the_contract(celeba_dir, tmp_path):
+    testing.check_dataset(create("dataset", "folder", {"root": str(celeba_dir), "labels": str(celeba_dir / "labels.csv")}))
+    testing.check_dataset(create("dataset", "lfw", {"root": str(celeba_dir.parent / "facescrub6")}))
+
+
+def test_checks_catch_broken_components(real):
+    """The checks fail loudly on the defects they are for (a check that cannot fail is no check)."""
+    from facepriv.protections.base import TemplateProtection
+
+    class LeakyNoise(TemplateProtection):
+        """Adds key-seeded noise and records the key.
+
+        Parameters
+        ----------
+        key : int
+            The secret.
+        """
+
+        summary = "test double"
+        secret_params = ("key",)
+        threat_model = "key_secret"
+
+        def __init__(self, key: int = 0) -> None:
+            self.key = key
+
+        def transform(self, x):
+            x = np.asarray(x, dtype=np.float32)
+            if x.ndim != 2:
+                raise ValueError("2-d please")
+            return x + np.random.default_rng(self.key).normal(size=x.shape).astype(np.float32)
+
+        def record(self):
+            return {"name": "leaky", "params": {"key": self.key}}
+
+    with pytest.raises(AssertionError, match="secret"):
+        testing.check_template_protection(LeakyNoise(key=123456), real["es"])
+
+    class Unseeded(LeakyNoise):
+        """Draws fresh noise on every call.
+
+        Parameters
+        ----------
+        key : int
+            Ignored.
+        """
+
+        def transform(self, x):
+            x = np.asarray(x, dtype=np.float32)
+            if x.ndim != 2:
+                raise ValueError("2-d please")
+            return x + np.random.default_rng().normal(size=x.shape).astype(np.float32)
+
+        def record(self):
+            return {"name": "unseeded", "params": {"key": "<secret>"}}
+
+    with pytest.raises(AssertionError, match="not deterministic"):
+        testing.check_template_protection(Unseeded(key=5), real["es"])
