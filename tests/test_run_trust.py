@@ -146,3 +146,44 @@ def test_cell_results_do_not_depend_on_the_cells_before_them(celeba_dir, tmp_pat
         ca = a["models"]["dlib_resnet"]["protections"][prot]["attacks"]["classifier(classifier=knn)"]
         cb = b["models"]["dlib_resnet"]["protections"][prot]["attacks"]["classifier(classifier=knn)"]
         assert ca == cb
+
+
+def _cli(args: list[str], kill_after_checkpoint: bool = False):
+    """``facepriv ARGS`` in a fresh process; optionally SIGKILLed right after the first decoder
+    checkpoint is on disk (mid-cell: the reconstruction cell has more epochs to go)."""
+    import subprocess
+    import sys
+
+    script = "import os, signal, sys\n"
+    if kill_after_checkpoint:
+        script += (
+            "from facepriv.attacks.reconstruction import trainer\n"
+            "save = trainer._save_checkpoint\n"
+            "def save_then_die(*a, **k):\n"
+            "    save(*a, **k)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "trainer._save_checkpoint = save_then_die\n"
+        )
+    script += "from facepriv.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", script, "-q", *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=600)
+
+
+def test_killed_mid_cell_resumes_to_the_uninterrupted_result(celeba_dir, tmp_path):
+    """SIGKILL inside a reconstruction cell (after its first epoch checkpoint), rerun: the matrix
+    equals an uninterrupted run's, cell for cell, and no temporary file is left behind."""
+    rec = {"name": "reconstruction", "label": "rec",
+           "params": {"size": 64, "epochs": 2, "max_train": 12, "w_id": 0.0, "test_fraction": 0.3, "gender": False}}
+    cfg = _write(tmp_path, _raw(celeba_dir, protections=["unprotected"],
+                                attacks=[{"name": "classifier", "params": {"classifier": "knn"}}, rec]))
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert _cli(["run", str(cfg), "--out", str(ref), "--no-report"]).returncode == 0
+    killed = _cli(["run", str(cfg), "--out", str(out), "--no-report"], kill_after_checkpoint=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (out / "metrics.json").exists()
+    assert list(out.rglob("checkpoint.pt")), "the kill did not land inside the reconstruction cell"
+    resumed = _cli(["run", str(cfg), "--out", str(out), "--no-report"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
+    assert b == a
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
