@@ -87,6 +87,7 @@ class AttackData:
     seed: int = 0
     work_dir: Path | None = None
     aligned: Callable[[str], Any] | None = None
+    device: str = "cpu"
     _fitted: bool = field(default=False, repr=False)
 
     @property
