@@ -76,6 +76,9 @@ class AttackData:
     aligned : callable(recipe) -> AlignedCrops, optional
         Aligned face crops of ``clean.ids`` for an alignment recipe (cached by the caller);
         default aligns the photos of ``image_root``.
+    device : str
+        Torch device of the attack's work (``"cpu"``, ``"cuda:0"``), already resolved by
+        :func:`facepriv.device.resolve_device`; CPU results are the reference.
     """
 
     clean: EmbeddingSet
