@@ -163,3 +163,19 @@ def test_eval_refuses_bad_values_before_any_work(files, tmp_path, capsys):
     bad = _npy_named_npz(tmp_path, files)
     _refused(["-q", "reconstruct", "eval", str(files["run"]), "--embeddings", str(bad), "--images",
               str(files["images"]), "--out", str(tmp_path / "ev"), "--protection-seed", KEY], capsys, tmp_path, "bad.npz")
+
+
+def test_judges_from_the_command_line(files, tmp_path, capsys):
+    """A proxy-loss run records its loss model; a judge it touched is refused, a foreign one judges."""
+    run = tmp_path / "proxy"
+    assert main(["-q", "reconstruct", "train", "--embeddings", str(files["E"]), "--images", str(files["images"]),
+                 "--out", str(run), *FAST, "--loss-model", "mobilefacenet", "--max-train", "12"]) == 0
+    assert json.loads((run / "config.json").read_text())["extra"]["loss_model"] == "mobilefacenet"
+    base = ["-q", "reconstruct", "eval", str(run), "--embeddings", str(files["E"]), "--images", str(files["images"]),
+            "--no-gender", "--threads", "1"]
+    _refused([*base, "--out", str(tmp_path / "e1"), "--judges", "mobilefacenet"], capsys, tmp_path, "--judges")
+    assert main([*base, "--out", str(tmp_path / "e2"), "--judges", "sface"]) == 0
+    s = json.loads((tmp_path / "e2" / "summary.json").read_text())
+    assert s["scenario"]["loss_model"] == "mobilefacenet" and s["scenario"]["models_touched"] == ["dlib_resnet", "mobilefacenet"]
+    assert set(s["judges"]["sface"]["sar"]) == {"0.001", "0.01", "0.1"}
+    assert "judge sface" in capsys.readouterr().out

@@ -108,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a decoder into a run folder", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_train_args(t)
     t.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, config, sample grids)")
+    t.add_argument("--loss-model", default=None, metavar="MODEL", help=_h("loss_model"))
     _protection_args(t)
     t.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="start afresh even if RUN holds a run with a checkpoint")
@@ -119,6 +120,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--images", required=True, metavar="ROOT", help="image root of those embeddings")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder: summary.json, samples.png, scores.csv")
     e.add_argument("--transfer", default=None, metavar="MODELS", help=_h("transfer", " Comma-separated, e.g. sface."))
+    e.add_argument("--judges", default=None, metavar="MODELS", help=_h("judges", " Comma-separated, e.g. mobilefacenet,edgeface."))
+    e.add_argument("--white-box-judges", action="store_const", const=True, default=None, help=_h("white_box_judges"))
     e.add_argument("--max-test", type=int, default=None, metavar="N", help=_h("max_test"))
     e.add_argument("--no-gender", dest="gender", action="store_const", const=False, default=None,
                    help="skip the gender metrics (attack parameter gender: false)")
@@ -174,8 +177,9 @@ def _attack(args: argparse.Namespace, names: tuple[str, ...]):
     from facepriv.attacks.reconstruction.attack import ReconstructionAttack
 
     params = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    if isinstance(params.get("transfer"), str):
-        params["transfer"] = tuple(t.strip() for t in params["transfer"].split(",") if t.strip())
+    for name in ("transfer", "judges"):
+        if isinstance(params.get(name), str):
+            params[name] = tuple(t.strip() for t in params[name].split(",") if t.strip())
     att = ReconstructionAttack(**params)
     att.validate_params()
     return att
@@ -195,16 +199,16 @@ def _protection_params(args: argparse.Namespace) -> dict:
 @flag_errors(FLAGS)
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``facepriv reconstruct train``."""
-    from facepriv.attacks.reconstruction.runs import train_run
+    from facepriv.attacks.reconstruction.runs_files import train_run
 
-    att = _attack(args, TRAIN_PARAMS)
+    att = _attack(args, (*TRAIN_PARAMS, "loss_model"))
     params = _protection_params(args)
     if params and not args.protection:
         raise ParameterError("--block-size/--moved-blocks/--protection-seed need --protection (e.g. --protection pe_miu)")
     _threads(args)
     res = train_run(
         args.embeddings, args.images, args.out, att.train_config(), args.protection, params,
-        resume=args.resume, overwrite=args.overwrite, max_train=att.max_train or None,
+        resume=args.resume, overwrite=args.overwrite, max_train=att.max_train or None, loss_model=att.loss_model,
     )
     last = res.history[-1] if res.history else {}
     print(f"trained {res.epochs_run} epoch(s) in {res.seconds:.0f} s; last loss {last.get('loss', float('nan')):.4f}, "
@@ -215,18 +219,21 @@ def run_train(args: argparse.Namespace) -> int:
 @flag_errors(FLAGS)
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``facepriv reconstruct eval``."""
-    from facepriv.attacks.reconstruction.runs import evaluate_run
+    from facepriv.attacks.reconstruction.runs_files import evaluate_run
 
-    att = _attack(args, ("max_test", "transfer", "gender", "seed"))
+    att = _attack(args, ("max_test", "transfer", "gender", "seed", "judges", "white_box_judges"))
     _threads(args)
     s = evaluate_run(
         args.run, args.embeddings, args.images, args.out, tuple(att.transfer), _protection_params(args),
         overwrite=args.overwrite, seed=att.seed, gender=att.gender, max_test=att.max_test or None,
-        protection=args.protection,
+        protection=args.protection, judges=tuple(att.judges), white_box_judges=att.white_box_judges,
     )
     rsr = ", ".join(f"{100 * v:.1f}%@{100 * float(k):g}%" for k, v in s["rsr"].items())
     print(f"{s['n_test_images']} test images of {s['n_test_identities']} identities: RSR {rsr}; "
           f"SSIM {s['ssim']:.3f}, PSNR {s['psnr']:.2f} dB; summary in {args.out}/summary.json")
+    for name, j in s.get("judges", {}).items():
+        sar = ", ".join(f"{100 * v:.1f}%@{100 * float(k):g}%" for k, v in j["sar"].items())
+        print(f"judge {name} (never saw the decoder's training): SAR {sar}; {100 * j['detected']:.0f}% re-detected")
     return 0
 
 

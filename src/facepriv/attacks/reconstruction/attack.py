@@ -107,7 +107,8 @@ class ReconstructionAttack(Attack):
     max_test : int or None
         Evaluate on a seeded subset of this many held-out images (>= 2); None or 0 = all of them.
     transfer : sequence of str
-        Further recognition models that re-embed the reconstructions (transfer RSR); empty = none.
+        Further recognition models that re-embed the reconstructions, resized to their input
+        without re-alignment (kept for comparison with earlier runs; prefer ``judges``); empty = none.
     gender : bool
         Also measure gender from the reconstructions (needs a ``gender`` column).
     headline_fmr : float
@@ -115,6 +116,16 @@ class ReconstructionAttack(Attack):
     seed : int
         Seeds the identity split, the training subset, the decoder's initialisation and batch
         order, the enrolment pairing and the gender cross-validation folds (0 .. 2**32 - 1).
+    loss_model : str or None
+        Recognition model whose network gives the identity loss: None = the system's model (white
+        box); another model = a black-box attacker with a proxy.
+    judges : sequence of str
+        Recognition models that judge the reconstructions like any photo (re-detected and
+        re-aligned with their own recipe, compared with their template of the original photo):
+        the success attack rate (SAR) per (template model, loss model, judge). A judge must be a
+        model the decoder never saw; empty = none.
+    white_box_judges : bool
+        Allow a judge among the models the decoder saw (template or loss model).
     """
 
     summary = "Decoder that reconstructs face images from (protected) templates; RSR/SRRA/SSIM on unseen identities"
@@ -138,6 +149,9 @@ class ReconstructionAttack(Attack):
         gender: bool = True,
         headline_fmr: float = 0.001,
         seed: int = 0,
+        loss_model: str | None = None,
+        judges: Sequence[str] = (),
+        white_box_judges: bool = False,
     ) -> None:
         self.size = size
         self.epochs = epochs
@@ -154,6 +168,9 @@ class ReconstructionAttack(Attack):
         self.gender = gender
         self.headline_fmr = headline_fmr
         self.seed = seed
+        self.loss_model = loss_model
+        self.judges = judges
+        self.white_box_judges = white_box_judges
 
     def validate_params(self) -> None:
         """Raise ParameterError naming the parameter at fault (no model is loaded)."""
@@ -167,15 +184,22 @@ class ReconstructionAttack(Attack):
         if isinstance(self.transfer, str) or not isinstance(self.transfer, Sequence):
             raise ParameterError(f"transfer: give a list of recognition models (or none), got {self.transfer!r}",
                                  param="transfer")
-        from facepriv.registry import get_class
 
-        for t in self.transfer:
-            if not isinstance(t, str) or not t:
-                raise ParameterError(f"transfer: name recognition models, got {t!r}", param="transfer")
-            try:
-                get_class("model", t)
-            except ParameterError as exc:
-                raise ParameterError(f"transfer: {exc}", param="transfer") from None
+        for name in ("transfer", "judges"):
+            v = getattr(self, name)
+            if isinstance(v, str) or not isinstance(v, Sequence):
+                raise ParameterError(f"{name}: give a list of recognition models (or none), got {v!r}", param=name)
+            for t in v:
+                _model_name(name, t)
+        if self.loss_model is not None:
+            _model_name("loss_model", self.loss_model)
+        if not isinstance(self.white_box_judges, bool):
+            raise ParameterError(f"white_box_judges: must be true or false, got {self.white_box_judges!r}",
+                                 param="white_box_judges")
+        if self.loss_model is not None:
+            from facepriv.attacks.reconstruction.judges import check_judges
+
+            check_judges(list(self.judges), [self.loss_model], self.white_box_judges)
         if not isinstance(self.gender, bool):
             raise ParameterError(f"gender: must be true or false, got {self.gender!r}", param="gender")
         if isinstance(self.headline_fmr, bool) or self.headline_fmr not in FMRS:
@@ -229,15 +253,52 @@ class ReconstructionAttack(Attack):
         prot = None if is_unprotected(prot) else prot
         work = data.work_dir
         run = None if work is None else work / "decoder"
+        from facepriv.attacks.reconstruction.judges import check_judges
+        from facepriv.models.zoo import get_model
+
+        touched = sorted({model.name, self.loss_model or model.name})
+        check_judges(list(self.judges), touched, self.white_box_judges)
+        loss_model = None if self.loss_model in (None, model.name) else get_model(self.loss_model)
         trained = train_decoder_on(paired, prot, self.train_config(), run, model, max_train=self.max_train or None,
-                                   resume=run is not None and (run / CONFIG).is_file())
+                                   resume=run is not None and (run / CONFIG).is_file(), loss_model=loss_model)
         test = held_out(paired, trained.train_identities, where)
+        scenario = {"template_model": model.name, "loss_model": self.loss_model or model.name,
+                    "models_touched": touched, "judges": list(self.judges)}
         summary = evaluate_decoder_on(
             trained.decoder, test, prot, model, transfer=tuple(self.transfer), gender=self.gender, seed=self.seed,
             max_test=self.max_test or None, out_dir=None if work is None else work / "eval", overwrite=True,
-            head={"run": None if run is None else str(run), "train_config": trained.public_config()},
+            head={"run": None if run is None else str(run), "train_config": trained.public_config(),
+                  "scenario": scenario},
+            judges=tuple(self.judges), originals_for=data.aligned_faces,
         )
         return outcome(summary, float(self.headline_fmr), ["eval/samples.png"] if work is not None else [])
+
+
+def _model_name(param: str, name: Any) -> None:
+    from facepriv.registry import get_class
+
+    if not isinstance(name, str) or not name:
+        raise ParameterError(f"{param}: name recognition models, got {name!r}", param=param)
+    try:
+        get_class("model", name)
+    except ParameterError as exc:
+        raise ParameterError(f"{param}: {exc}", param=param) from None
+
+
+def _scenario_table(s: dict[str, Any]) -> dict[str, Any] | None:
+    """Success attack rate per (template model, loss model, judge): the system's own judgement first."""
+    sc = s.get("scenario")
+    if not sc:
+        return None
+    keys = sorted(s["rsr"], key=float)
+    pct = [f"SAR @ FMR {100 * float(k):g} %" for k in keys]
+    white = "white box" if s["model"] == sc["loss_model"] else "the system"
+    rows = [[sc["template_model"], sc["loss_model"], f"{s['model']} ({white}; chip resized, not re-detected)",
+             *[f"{100 * s['rsr'][k]:.1f}" for k in keys], "-"]]
+    for name, j in s.get("judges", {}).items():
+        rows.append([sc["template_model"], sc["loss_model"], name, *[f"{100 * j['sar'][k]:.1f}" for k in keys],
+                     f"{100 * j['detected']:.1f}"])
+    return {"header": ["template model", "loss model", "judge", *pct, "detected (%)"], "rows": rows}
 
 
 def outcome(summary: dict[str, Any], headline_fmr: float, images: list[str]) -> AttackOutcome:
@@ -257,6 +318,10 @@ def outcome(summary: dict[str, Any], headline_fmr: float, images: list[str]) -> 
     for name, t in s.get("transfer", {}).items():
         for k, v in t["rsr"].items():
             m[f"transfer_{name}_rsr_at_fmr_{k}"] = v
+    for name, j in s.get("judges", {}).items():
+        for k, v in j["sar"].items():
+            m[f"judge_{name}_sar_at_fmr_{k}"] = v
+        m[f"judge_{name}_detected"] = j["detected"]
     g = s.get("gender_accuracy")
     if isinstance(g, dict):
         m.update({f"gender_{k}": v for k, v in g.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -265,5 +330,6 @@ def outcome(summary: dict[str, Any], headline_fmr: float, images: list[str]) -> 
                              "ylabel": "RSR (%)", "log_x": True,
                              "series": {"RSR": [100 * s["rsr"][k] for k in keys],
                                         "SRRA": [100 * s["srra"][k] for k in keys]}}}
+    table = _scenario_table(s)
     return AttackOutcome(headline=headline(f"rsr@fmr{key}", s["rsr"][key], (lo, hi), "fraction"), metrics=m,
-                         curves=curves, images=images)
+                         curves=curves, images=images, tables={"scenarios": table} if table else {})

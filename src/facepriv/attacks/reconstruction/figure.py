@@ -8,12 +8,10 @@ from typing import Any
 
 from facepriv.attacks.reconstruction.data import load_paired, resize_crops
 from facepriv.attacks.reconstruction.runfolder import load_config
-from facepriv.attacks.reconstruction.runs import (
+from facepriv.attacks.reconstruction.runs import held_out, preview_rows, protect_templates
+from facepriv.attacks.reconstruction.runs_files import (
     evaluation_protection,
-    held_out,
     model_for,
-    preview_rows,
-    protect_templates,
     read_embeddings,
     read_split,
 )
@@ -37,7 +35,7 @@ def compare_figure(
     Every run must have been trained with the same split (same seed and test fraction), so the
     rows are identities none of the decoders saw. Protected runs decode the protected templates
     (per-template permutations drawn as in
-    :func:`~facepriv.attacks.reconstruction.runs.evaluation_protection`; a keyed protection
+    :func:`~facepriv.attacks.reconstruction.runs_files.evaluation_protection`; a keyed protection
     needs its key in ``protection_params["seed"]``).
     """
     from facepriv.attacks.reconstruction.trainer import load_decoder, reconstruct

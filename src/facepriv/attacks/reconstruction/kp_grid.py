@@ -22,15 +22,8 @@ import numpy as np
 
 from facepriv.attacks.reconstruction.evaluate import FMRS, fmr_key
 from facepriv.attacks.reconstruction.runfolder import TrainConfig, run_state
-from facepriv.attacks.reconstruction.runs import (
-    Trained,
-    evaluate_decoder_on,
-    held_out,
-    model_for,
-    read_embeddings,
-    system_protection,
-    train_decoder_on,
-)
+from facepriv.attacks.reconstruction.runs import Trained, evaluate_decoder_on, held_out, train_decoder_on
+from facepriv.attacks.reconstruction.runs_files import model_for, read_embeddings, system_protection
 from facepriv.attacks.reconstruction.viz import rsr_heatmap
 from facepriv.errors import InputFileError, ParameterError
 from facepriv.fileio import write_json_atomic, write_text_atomic

@@ -10,14 +10,13 @@ In memory (what the registered attack, the K x P grid and the command line all c
 * :func:`evaluate_decoder_on` -- RSR, SRRA, SSIM/PSNR/MSE and gender on those rows, optionally
   written to an output folder (``summary.json``, ``samples.png``, ``scores.csv``).
 
-At the file edge, :func:`train_run` and :func:`evaluate_run` read an embeddings file and its image
-folder (and a run folder) and call the functions above.
+At the file edge, :mod:`.runs_files` (``train_run``, ``evaluate_run``) reads an embeddings file
+and its image folder (and a run folder) and calls the functions above.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -26,18 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from facepriv.attacks.reconstruction.data import PairedData, check_embeddings, load_paired, resize_crops
+from facepriv.attacks.reconstruction.data import PairedData, resize_crops
 from facepriv.attacks.reconstruction.runfolder import (
-    SETTINGS_KEYS,
-    SPLIT,
     TrainConfig,
-    check_resume_config,
-    check_run_folder,
-    load_config,
 )
-from facepriv.attacks.reconstruction.trainer import TrainResult, load_decoder, train_decoder
+from facepriv.attacks.reconstruction.trainer import TrainResult, train_decoder
 from facepriv.attacks.reconstruction.viz import pair_grid, save_png
-from facepriv.embeddings import EmbeddingSet, load_embeddings
+from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import InputFileError, ParameterError
 from facepriv.fileio import check_writable, write_json_atomic, write_text_atomic
 
@@ -113,6 +107,7 @@ def train_decoder_on(
     overwrite: bool = False,
     max_steps: int | None = None,
     extra: dict[str, Any] | None = None,
+    loss_model: Any = None,
 ) -> Trained:
     """Split ``data``, protect the training templates, train a decoder.
 
@@ -136,8 +131,15 @@ def train_decoder_on(
         See :func:`~facepriv.attacks.reconstruction.trainer.train_decoder`.
     extra : dict, optional
         More public facts recorded in ``config.json`` (e.g. the input file names).
+    loss_model : RecognitionModel, optional
+        A proxy whose network gives the ID loss instead of the system's model (black-box
+        attacker); recorded in ``config.json`` as ``extra.loss_model``.
     """
     train, test = split_paired(data, cfg.test_fraction, cfg.seed, max_train)
+    if loss_model is not None and loss_model.name != model.name:
+        extra = {**(extra or {}), "loss_model": loss_model.name}
+    else:
+        loss_model = model
     inputs = protect_templates(protection, train.es)
     pv_rows = preview_rows(test.es.identity)
     pv_inputs = protect_templates(protection, test.es.subset(pv_rows))
@@ -151,8 +153,8 @@ def train_decoder_on(
     targets = resize_crops(train.crops, cfg.size)
     preview = (pv_inputs, resize_crops(test.crops[pv_rows], cfg.size))
     split = {"seed": cfg.seed, "train_identities": train_ids, "test_identities": test_ids}
-    res = train_decoder(inputs, targets, cfg, run_dir, model.torch_module(), tuple(model.card.input_size), preview,
-                        resume, overwrite, max_steps, split=split)
+    res = train_decoder(inputs, targets, cfg, run_dir, loss_model.torch_module(), tuple(loss_model.card.input_size),
+                        preview, resume, overwrite, max_steps, split=split)
     return Trained(res, cfg, frozenset(train_ids), frozenset(test_ids))
 
 
@@ -196,6 +198,8 @@ def evaluate_decoder_on(
     out_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     head: dict[str, Any] | None = None,
+    judges: tuple[str, ...] = (),
+    originals_for: Any = None,
 ) -> dict[str, Any]:
     """Reconstruct the faces of ``test`` from their (protected) templates and measure the attack.
 
@@ -223,6 +227,11 @@ def evaluate_decoder_on(
         Replace those files when they exist.
     head : dict, optional
         Entries put first in the summary (e.g. the run folder and training configuration).
+    judges : tuple of str
+        Models that judge the reconstructions after re-detection and re-alignment
+        (:mod:`~facepriv.attacks.reconstruction.judges`); the caller checks they are independent.
+    originals_for : callable(recipe) -> AlignedCrops
+        Aligned crops of the original photos for a recipe (needed with ``judges``).
 
     Returns
     -------
@@ -243,6 +252,14 @@ def evaluate_decoder_on(
     if inputs.shape[1] != decoder.embedding_dim:
         raise ParameterError(f"protected templates have dimension {inputs.shape[1]}, the decoder expects {decoder.embedding_dim}")
     summary, recon, scores = evaluate_reconstructions(test, inputs, decoder, model, tuple(transfer), gender, seed)
+    if judges:
+        from facepriv.attacks.reconstruction.attack import FMRS
+        from facepriv.attacks.reconstruction.judges import judge
+
+        if originals_for is None:
+            raise ParameterError("judges need the original photos", param="judges")
+        ids = test.es.ids.tolist()
+        summary["judges"] = {name: judge(name, recon, ids, test.es.identity, originals_for, FMRS) for name in judges}
     h = dict(head or {})
     summary = {"run": h.pop("run", None), "protection": applied, **h, **summary}
     if out_dir is not None:
@@ -257,152 +274,3 @@ def evaluate_decoder_on(
 
 
 # ------------------------------------------------------------------------------- file edge
-def model_for(es: EmbeddingSet, path: str | os.PathLike[str], model_name: str | None):
-    """The recognition model of an embeddings file (checked against its dimension)."""
-    from facepriv.models.zoo import get_model
-
-    name = model_name or es.model or "dlib_resnet"
-    if model_name and es.model and es.model != model_name:
-        raise InputFileError(path, f"embeddings were made by model {es.model!r}, not {model_name!r}")
-    model = get_model(name)
-    if model.card.embedding_dim != es.dim:
-        raise InputFileError(path, f"embeddings have dimension {es.dim}, but model {name!r} makes {model.card.embedding_dim}-d embeddings")
-    return model
-
-
-def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingSet:
-    """An unprotected embeddings file, checked for the attack."""
-    es = load_embeddings(path)
-    check_embeddings(es, path)
-    return es
-
-
-def system_protection(name: str | None, params: dict[str, Any] | None, es: EmbeddingSet):
-    """The protection of a training run, built, checked against ``es`` and fitted (None: unprotected)."""
-    from facepriv.protections.base import build_protection
-
-    if name in (None, "", "none", "unprotected"):
-        return None
-    prot = build_protection(name, params)
-    prot.check_input_dim(es.dim)
-    return prot.fit(es)
-
-
-def train_run(
-    embeddings: str | os.PathLike[str],
-    images: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    cfg: TrainConfig,
-    protection: str | None = None,
-    protection_params: dict[str, Any] | None = None,
-    model_name: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    max_steps: int | None = None,
-    max_train: int | None = None,
-) -> TrainResult:
-    """Train a decoder from an embeddings file + image folder into run folder ``out``.
-
-    Everything is checked before the photos are aligned: the run folder, the file, the
-    protection (``protection_params`` may hold a secret such as a fixed permutation's seed; only
-    public parameters are written).
-    """
-    cfg.validate()
-    if check_run_folder(out, resume, overwrite) == "resume":
-        check_resume_config(out, cfg, SETTINGS_KEYS)
-    es = read_embeddings(embeddings)
-    prot = system_protection(protection, protection_params, es)
-    model = model_for(es, embeddings, model_name)
-    data = load_paired(es, images, model.card.alignment, embeddings)
-    return train_decoder_on(data, prot, cfg, out, model, max_train=max_train, resume=resume, overwrite=overwrite,
-                            max_steps=max_steps, extra={"embeddings": str(embeddings), "images": str(images)}).result
-
-
-def read_split(run: Path) -> set[str]:
-    """Training identities of a run folder (``split.json``)."""
-    split_file = run / SPLIT
-    if not split_file.is_file():
-        raise InputFileError(split_file, "missing: cannot tell which identities the decoder was trained on")
-    try:
-        return set(json.loads(split_file.read_text(encoding="utf-8"))["train_identities"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise InputFileError(split_file, f"not a valid split file ({exc})") from None
-
-
-def evaluation_protection(trained: dict[str, Any] | None, name: str | None = None,
-                          params: dict[str, Any] | None = None, seed: int = 0):
-    """The protection of the victims' templates at evaluation (not fitted), or None.
-
-    ``trained`` is the record of the run's protection; ``name`` replaces it (``"unprotected"`` for
-    plain templates), ``params`` sets parameters, ``params["seed"]`` the key. PE-MIU with
-    per-template permutations draws the victims' permutations from the stream
-    ``EVAL_PROTECTION_SEED + seed`` when no seed is given; a keyed protection (e.g. PE-MIU's fixed
-    permutation) needs its key.
-
-    Raises
-    ------
-    ParameterError
-        ``param="protection_seed"``: the key of a keyed protection is not given.
-    """
-    from facepriv.protections.base import protection_from_record
-    from facepriv.registry import get_class
-
-    params = dict(params or {})
-    secrets = {"seed": params.pop("seed")} if "seed" in params else {}
-    if name is not None:
-        if name in ("unprotected", "none", ""):
-            return None
-        masked = {k: "<secret>" for k in getattr(get_class("protection", name), "secret_params", ())}
-        record: dict[str, Any] | None = {"name": name, "params": masked}
-    else:
-        record = trained
-    if record is None:
-        return None
-    rec = {"name": record["name"], "params": {**dict(record.get("params", {})), **params}}
-    if rec["name"] == "pe_miu" and rec["params"].get("moved_blocks") is None and "seed" not in secrets:
-        secrets["seed"] = EVAL_PROTECTION_SEED + seed  # fresh permutations, not the attacker's stream
-    try:
-        return protection_from_record(rec, secrets, require_key=True)
-    except ParameterError as exc:
-        if exc.param in ("seed", None) and "keyed" in str(exc):
-            raise ParameterError(str(exc), param="protection_seed") from None
-        raise
-
-
-def evaluate_run(
-    run: str | os.PathLike[str],
-    embeddings: str | os.PathLike[str],
-    images: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    transfer_models: tuple[str, ...] = (),
-    protection_params: dict[str, Any] | None = None,
-    overwrite: bool = False,
-    seed: int = 0,
-    gender: bool = True,
-    max_test: int | None = None,
-    protection: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate the decoder of ``run`` on the held-out identities of ``embeddings``; write ``out``.
-
-    The protection of the test templates is the run's (public parameters from its config) with
-    ``protection_params`` applied, or ``protection`` (a name) instead: e.g. a decoder trained on
-    unprotected templates attacking PE-MIU templates. See :func:`evaluation_protection` for keys.
-    Writes ``summary.json``, ``samples.png`` and ``scores.csv`` (none replaced without ``overwrite``).
-    """
-    run = Path(run)
-    check_eval_outputs(out, overwrite)
-    cfg = load_config(run)
-    prot = evaluation_protection(cfg.protection, protection, protection_params, seed)
-    decoder, cfg = load_decoder(run)
-    es = read_embeddings(embeddings)
-    model = model_for(es, embeddings, cfg.model)
-    if es.dim != cfg.embedding_dim and cfg.protection is None:
-        raise InputFileError(embeddings, f"embeddings have dimension {es.dim}, the decoder expects {cfg.embedding_dim}")
-    if prot is not None:
-        prot.check_input_dim(es.dim)
-        prot.fit(es)
-    trained_on = read_split(run)
-    test = held_out(load_paired(es, images, model.card.alignment, embeddings), trained_on, embeddings)
-    head = {"run": str(run), "train_config": {k: v for k, v in cfg.to_dict().items() if k != "extra"}}
-    return evaluate_decoder_on(decoder, test, prot, model, transfer=transfer_models, gender=gender, seed=seed,
-                               max_test=max_test, out_dir=out, overwrite=overwrite, head=head)
