@@ -553,6 +553,7 @@ flag_rows("reconstruct-train", RT, "--threads", ["0", "-1"])
 flag_rows("reconstruct-train", RT + " --protection pe_miu", "--protection-seed", SEEDS)
 flag_rows("reconstruct-train", RT + " --protection pe_miu", "--block-size", ["48", "0"])
 flag_rows("reconstruct-train", RT, "--protection", ["no_such_protection"], r"no_such_protection")
+flag_rows("reconstruct-train", RT, "--loss-model", ["no_such_model", "onnx_file,"])
 row("reconstruct-train/out=file", RT.replace("{tmp}/o/rt", "{P}"), r"P\.npz")
 row("reconstruct-train/out=input", RT.replace("{tmp}/o/rt", "{E}") + " --overwrite", r"E\.npz|--out")
 row("reconstruct-train/out=stale", RT.replace("{tmp}/o/rt", "{bad}"), r"bad_run", _set_bad(bad_rundir, "stale"))
@@ -564,6 +565,8 @@ for v in SEEDS[:1]:
         _set_bad(bad_rundir, "empty"))
 row("reconstruct-eval/max-test=-4", RE + " --max-test -4", r"--max-test", _set_bad(bad_rundir, "empty"))
 row("reconstruct-eval/threads=0", RE + " --threads 0", r"--threads", _set_bad(bad_rundir, "empty"))
+for v in ("no_such_model", "sface,no_such_model"):
+    row(f"reconstruct-eval/judges={v}", RE + f" --judges {v}", r"--judges|no_such_model", _set_bad(bad_rundir, "empty"))
 RG = "reconstruct grid --embeddings {E} --images {data} --epochs 1 --test-fraction 0.5 --out {tmp}/o/grid"
 file_rows("reconstruct-grid", "reconstruct grid --embeddings {bad} --images {data} --epochs 1 --out {tmp}/o/grid",
           bad_npz, ("missing", "text", "nan"))
