@@ -87,8 +87,20 @@ def main() -> None:
             runs.append((f"compiled, {t} thread(s)", time.perf_counter() - w0, time.process_time() - c0, s))
     else:
         print("compiled path unavailable (no C compiler)")
+    from facepriv.protections import pe_numba
+
+    if pe_numba.load() is not None:
+        pe_numba.pemiu_pairwise(a[:2].reshape(2, nblk, -1), b[:2].reshape(2, nblk, -1))  # JIT compile (cached)
+        os.environ["FACEPRIV_NO_NATIVE"] = "1"
+        for t in args.threads:
+            comp = PEMIUComparator(args.block_size, threads=t)
+            w0, c0 = time.perf_counter(), time.process_time()
+            s = comp.pairwise(a, b)
+            runs.append((f"numba, {t} thread(s)", time.perf_counter() - w0, time.process_time() - c0, s))
+        os.environ.pop("FACEPRIV_NO_NATIVE")
     if args.numpy or lib is None:
         os.environ["FACEPRIV_NO_NATIVE"] = "1"
+        os.environ["FACEPRIV_NO_NUMBA"] = "1"
         w0, c0 = time.perf_counter(), time.process_time()
         s = PEMIUComparator(args.block_size).pairwise(a, b)
         runs.append(("numpy batched", time.perf_counter() - w0, time.process_time() - c0, s))

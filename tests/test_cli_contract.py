@@ -663,9 +663,119 @@ for flag, vals in (("--ks", ["0", "-1", "x", ","]), ("--threads", ["0", "-1"]), 
 row("deid-eval/out=file", DE.replace("{tmp}/o/de", "{E}"), r"E\.npz")
 row("deid-eval/out_has_summary", DE, r"summary\.json: already exists",
     lambda c: ((c.tmp / "o" / "de").mkdir(parents=True), (c.tmp / "o" / "de" / "summary.json").write_text("{}")))
+# deid transfer-enhanced cloaks and post-processing (issue 16)
+flag_rows("deid-run", DR, "--eot", ["warp:3", "jpeg:-5", "jpeg:0", "resize:2", "blur:x", "jpeg"])
+flag_rows("deid-run", DR, "--ensemble", ["no_such_model", "onnx_file", "sface,sface"], r"--ensemble")
+flag_rows("deid-run", DR, "--momentum", ["-1", "nan"])
+flag_rows("deid-run", DR, "--diversity-prob", ["-0.1", "2"])
+flag_rows("deid-run", DR, "--resize-rate", ["0", "1"])
+flag_rows("deid-run", DR, "--ti-kernel", ["4", "-3", "1"])
+flag_rows("deid-run", DR, "--vmi-samples", ["-1"])
+flag_rows("deid-eval", DE, "--postprocess", ["sharpen:1", "jpeg:-1", "jpeg:101", "resize:0", "blur:-2", ","],
+          r"--postprocess")
 file_rows("deid-plot", "deid plot {bad} --out {tmp}/o/plot", bad_summary, SUMMARY_KINDS, r"bad\.json")
 row("deid-plot/ks=0", "deid plot {bad} --ks 0 --out {tmp}/o/plot", r"--ks|bad\.json", _set_bad(bad_summary, "list"))
 
+
+# --- unlinkability / identify (ISO/IEC 30136, 19795-1)
+def _iso_bad(kind: str) -> Callable[[Ctx], None]:
+    """bad.npz made from E.npz: fewer subjects, one subject, other dimension, unknown protection."""
+    def setup(ctx: Ctx) -> None:
+        a = _arrays(ctx)
+        ident = a["identity"]
+        keep = {"fewer_subjects": ident != ident[-1], "one_subject": ident == ident[0]}.get(kind)
+        if keep is not None:
+            a = {k: (v[keep] if v.ndim and len(v) == len(ident) else v) for k, v in a.items()}
+        elif kind == "dim":
+            a["embeddings"] = np.ascontiguousarray(a["embeddings"][:, :64])
+        elif kind == "unknown_protection":
+            a["protection"] = np.array('{"name": "no_such_protection", "params": {}}')
+        ctx.bad = _write_npz(ctx.tmp / "bad.npz", a)
+    return setup
+
+
+UL = "unlinkability {E} {E} --out {tmp}/o/ul"
+file_rows("unlinkability", "unlinkability {bad} {E} --out {tmp}/o/ul", bad_npz, NPZ_KINDS, slot="A")
+file_rows("unlinkability", "unlinkability {E} {bad} --out {tmp}/o/ul", bad_npz, ("missing", "text", "nan", "zero",
+          "bad_protection"), slot="B")
+row("unlinkability/B=fewer_subjects", "unlinkability {E} {bad} --out {tmp}/o/ul", r"bad\.npz: subjects differ",
+    _iso_bad("fewer_subjects"))
+row("unlinkability/one_subject", "unlinkability {bad} {bad} --out {tmp}/o/ul", r"bad\.npz", _iso_bad("one_subject"))
+row("unlinkability/B=dim", "unlinkability {E} {bad} --out {tmp}/o/ul", r"bad\.npz.*dimension", _iso_bad("dim"))
+row("unlinkability/A=unknown_comparator", "unlinkability {bad} {bad} --out {tmp}/o/ul", r"bad\.npz",
+    _iso_bad("unknown_protection"))
+row("unlinkability/B=other_protection", "unlinkability {E} {P} --out {tmp}/o/ul", r"P\.npz.*protection")
+flag_rows("unlinkability", UL, "--omega", ["0", "-1", "nan", "x"])
+flag_rows("unlinkability", UL, "--bins", ["0", "-3"])
+flag_rows("unlinkability", UL, "--max-pairs", ["0"])
+flag_rows("unlinkability", UL, "--seed", SEEDS)
+row("unlinkability/out=file", UL.replace("{tmp}/o/ul", "{P}"), r"P\.npz")
+row("unlinkability/out_has_summary", UL, r"summary\.json: already exists",
+    lambda c: ((c.tmp / "o" / "ul").mkdir(parents=True), (c.tmp / "o" / "ul" / "summary.json").write_text("{}")))
+ID = "identify {E} --out {tmp}/o/id"
+file_rows("identify", "identify {bad} --out {tmp}/o/id", bad_npz, NPZ_KINDS, slot="GALLERY")
+file_rows("identify", "identify {E} {bad} --out {tmp}/o/id", bad_npz, ("missing", "text", "nan", "bad_protection"),
+          slot="PROBES")
+file_rows("identify", "identify {E} --open-set {bad} --out {tmp}/o/id", bad_npz, ("missing", "text", "zero"),
+          slot="open-set")
+row("identify/probes_not_enrolled", "identify {bad} {E} --out {tmp}/o/id", r"E\.npz: .*not in the gallery",
+    _iso_bad("fewer_subjects"))
+row("identify/open_set_enrolled", "identify {bad} --open-set {E} --out {tmp}/o/id", r"E\.npz: .*enrolled",
+    _iso_bad("fewer_subjects"))
+row("identify/one_subject", "identify {bad} --out {tmp}/o/id", r"bad\.npz", _iso_bad("one_subject"))
+row("identify/PROBES=dim", "identify {E} {bad} --out {tmp}/o/id", r"bad\.npz.*dimension", _iso_bad("dim"))
+row("identify/GALLERY=unknown_comparator", "identify {bad} --out {tmp}/o/id", r"bad\.npz", _iso_bad("unknown_protection"))
+row("identify/PROBES=other_protection", "identify {E} {P} --out {tmp}/o/id", r"P\.npz.*protection")
+flag_rows("identify", ID, "--ranks", ["0", "x", ",", "-1"])
+flag_rows("identify", ID, "--max-rank", ["0"])
+flag_rows("identify", ID, "--fpir", ["0", "1", "x", "nan"])
+flag_rows("identify", ID, "--chunk", ["0"])
+row("identify/out=file", ID.replace("{tmp}/o/id", "{P}"), r"P\.npz")
+row("identify/out=input_folder_file", "identify {E} --out {E}", r"E\.npz")
+
+
+# --------------------------------------------------------------- score-attack (issue 17, score-only)
+def _score_files(kind: str = "") -> Callable[[Ctx], None]:
+    """own.csv / vic.csv (cosine scores of E.npz's first 6 photos as queries against the next 12 =
+    own enrolments and the rest = victims) and own.npz; ``kind`` breaks one of them."""
+    def setup(ctx: Ctx) -> None:
+        a = _arrays(ctx)
+        e = a["embeddings"] / np.linalg.norm(a["embeddings"], axis=1, keepdims=True)
+        ids = a["ids"].astype(str)
+        q, own, vic = np.arange(6), np.arange(6, 18), np.arange(18, len(e))
+
+        def write(name: str, rows: np.ndarray, extra: str = "", drop: bool = False) -> None:
+            lines = ["template,query,score"] + [f"{ids[r]},q{j},{e[r] @ e[q[j]]:.6f}" for r in rows for j in range(len(q))]
+            if drop:
+                del lines[3]
+            (ctx.tmp / name).write_text("\n".join(lines) + "\n" + extra)
+
+        write("own.csv", own, "x,q0,nan\n" if kind == "nan" else "")
+        write("vic.csv", vic, "someone,q99,0.5\n" if kind == "unknown_query" else "", drop=kind == "missing_probe")
+        if kind == "header":
+            (ctx.tmp / "own.csv").write_text("a,b,c\n1,2,3\n")
+        keep = own[:-1] if kind == "own_lacks" else own
+        _write_npz(ctx.tmp / "own.npz", {k: (v[keep] if v.ndim and len(v) == len(e) else v) for k, v in a.items()})
+        if kind == "no_own_scores":
+            (ctx.tmp / "own.csv").unlink()
+        ctx.extra.update(own_scores=str(ctx.tmp / "own.csv"), vic_scores=str(ctx.tmp / "vic.csv"),
+                         own=str(ctx.tmp / "own.npz"))
+    return setup
+
+
+SA = "score-attack --own-scores {own_scores} --own {own} --victim-scores {vic_scores} --out {tmp}/o/est.npz"
+row("score-attack/victim-scores=missing_probe", SA, r"vic\.csv: template .*missing probes", _score_files("missing_probe"))
+row("score-attack/victim-scores=unknown_query", SA, r"vic\.csv: .*q99", _score_files("unknown_query"))
+row("score-attack/own-scores=missing", SA, r"own\.csv", _score_files("no_own_scores"))
+row("score-attack/own-scores=nan", SA, r"own\.csv: line", _score_files("nan"))
+row("score-attack/own-scores=header", SA, r"own\.csv: not a score file", _score_files("header"))
+row("score-attack/own=lacks_template", SA, r"own\.npz: has no embedding", _score_files("own_lacks"))
+for _v in ("0", "-1", "nan", "x"):
+    row(f"score-attack/alpha={_v}", [*SA.split(), "--alpha", _v], r"--alpha", _score_files())
+for _v in ("0", "-1", "x", "99"):
+    row(f"score-attack/queries={_v}", [*SA.split(), "--queries", _v], r"--queries", _score_files())
+row("score-attack/out=input", SA.replace("{tmp}/o/est.npz", "{own}"), r"own\.npz.*input", _score_files())
+row("score-attack/out_exists", SA.replace("{tmp}/o/est.npz", "{E}"), r"E\.npz: already exists", _score_files())
 
 # ------------------------------------------------------------------------ rows not passing yet
 #: command prefix -> the issue item being fixed; rows of such a command are

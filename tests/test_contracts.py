@@ -68,14 +68,25 @@ def test_every_builtin_protection_keeps_the_contract(name, real, tmp_path):
     testing.check_template_protection(prot, real["es"])
 
 
-@pytest.mark.parametrize("name", ["similarity", "classifier"])
+# Small parameters so that 40 photos suffice; every other parameter keeps its default.
+TEMPLATE_ATTACK_PARAMS = {
+    "similarity": {"top_n": [1, 3]},
+    "classifier": {"classifier": "knn"},
+    "score_only": {"queries": [2, 8], "max_victims": None},
+    "unlinkability": {},
+    "renewability": {},
+    "irreversibility": {},
+    "identification": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATE_ATTACK_PARAMS))
 def test_template_attacks_keep_the_contract(name, real):
     es = real["es"]
     att, vic = split_two(es.identity, 0.5, seed=3, strata=es.gender)
     for prot in (create("protection", "unprotected"), create("protection", "pe_miu", {"block_size": 16, "seed": 98765})):
         data = AttackData(clean=es, attacker=att, victim=vic, protection=prot, model=real["model"], seed=11)
-        params = {"top_n": [1, 3]} if name == "similarity" else {"classifier": "knn"}
-        out = testing.check_attack(create("attack", name, params), data)
+        out = testing.check_attack(create("attack", name, TEMPLATE_ATTACK_PARAMS[name]), data)
         assert 0.0 <= out.headline["value"] <= 1.0
 
 

@@ -8,7 +8,7 @@ from scipy.optimize import linear_sum_assignment
 
 from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
-from facepriv.protections import pe_native
+from facepriv.protections import pe_native, pe_numba
 from facepriv.protections.base import comparator_for, protection_from_record
 from facepriv.protections.lsa_batch import batched_lsa
 from facepriv.protections.pe_miu import PEMIU, PEMIUComparator, reference_score
@@ -26,11 +26,17 @@ def _reference_matrix(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return np.array([[reference_score(x, y, k) for y in b] for x in a])
 
 
-@pytest.fixture(params=["native", "numpy"])
+@pytest.fixture(params=["native", "numba", "numpy"])
 def path(request, monkeypatch):
-    """Run a test on the compiled path (when a compiler exists) and on the numpy path."""
-    if request.param == "numpy":
+    """Run a test on the compiled path (when a compiler exists), the Numba path and the numpy path."""
+    if request.param in ("numba", "numpy"):
         monkeypatch.setenv("FACEPRIV_NO_NATIVE", "1")
+    if request.param == "numpy":
+        monkeypatch.setenv("FACEPRIV_NO_NUMBA", "1")
+    if request.param == "numba" and pe_numba.load() is None:
+        pytest.skip("numba is not installed")
+    if request.param != "native":
+        assert pe_native.active_path() == request.param  # the path under test is the one that runs
     elif pe_native.load() is None:
         pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
     return request.param
@@ -354,3 +360,23 @@ def test_block_size_one_matches_reference_despite_ties(path, integer):
     ref = _reference_matrix(p, p, 1)
     np.testing.assert_allclose(comp.pairwise(p, p), ref, atol=1e-12, rtol=0)
     np.testing.assert_allclose(comp.paired(p, p[::-1]), np.diag(ref[:, ::-1]), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 17, 32])
+@pytest.mark.parametrize("kind", ["normal", "distances", "integer", "duplicate", "constant"])
+def test_numba_solver_equals_scipy_assignment(n, kind):
+    if pe_numba.load() is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(n * 13 + len(kind))
+    c = _cost_problems(kind, 200, n, rng)
+    ref = np.stack([linear_sum_assignment(m)[1] for m in c])
+    np.testing.assert_array_equal(pe_numba.lsa_batch(c), ref)
+
+
+def test_comparator_path_is_logged(monkeypatch, caplog):
+    monkeypatch.setenv("FACEPRIV_NO_NATIVE", "1")
+    monkeypatch.setattr(pe_native, "_announced", "")
+    with caplog.at_level("INFO", logger="facepriv.protections.pe_native"):
+        name = pe_native.active_path()
+    assert name == ("numba" if pe_numba.load() is not None else "numpy")
+    assert f"PE-MIU comparator: {name} path" in caplog.text

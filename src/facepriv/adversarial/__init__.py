@@ -1,4 +1,5 @@
-"""Shared adversarial machinery: one L-inf projected sign-gradient core (BIM / ILLC / PGD)."""
+"""Shared adversarial machinery: one L-inf projected sign-gradient core (BIM / ILLC / PGD, MI / TI / VMI)
+and the loss-side transfer pieces (DI, EOT, ensembles)."""
 
 from facepriv.adversarial.core import (
     PAPER_EPS,
@@ -12,16 +13,30 @@ from facepriv.adversarial.core import (
     least_likely_labels,
     sign_gradient_attack,
 )
+from facepriv.adversarial.transfer import (
+    DiverseInput,
+    ensemble_loss,
+    eot_loss,
+    gaussian_kernel,
+    input_diversity,
+    smooth_gradient,
+)
 
 __all__ = [
     "PAPER_EPS",
     "AttackResult",
+    "DiverseInput",
     "bim",
     "cosine_similarity_loss",
     "cross_entropy_loss",
     "embedding_push",
+    "ensemble_loss",
+    "eot_loss",
+    "gaussian_kernel",
     "illc",
+    "input_diversity",
     "kurakin_iterations",
     "least_likely_labels",
     "sign_gradient_attack",
+    "smooth_gradient",
 ]

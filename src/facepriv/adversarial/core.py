@@ -77,16 +77,24 @@ def _check(eps: float, alpha: float, iterations: int, lower: float, upper: float
         raise ParameterError(f"value range must satisfy lower < upper, got [{lower}, {upper}]")
 
 
-def _generators(seed: int | Sequence[int] | None, n: int) -> list[torch.Generator]:
-    """One generator for the batch (an int seed) or one per sample (a sequence of N seeds)."""
+def _generators(seed: int | Sequence[int] | None, n: int, stream: int = 0) -> list[torch.Generator]:
+    """One generator for the batch (an int seed) or one per sample (a sequence of N seeds).
+
+    ``stream`` > 0 derives independent streams from the same seeds (the VMI neighbours must not
+    repeat the random start's draws).
+    """
     if seed is None:
-        raise ParameterError("seed: a random start needs a seed (an int, or one int per sample)", param="seed")
+        raise ParameterError("seed: a random start or VMI needs a seed (an int, or one int per sample)", param="seed")
     single = isinstance(seed, numbers.Integral)
     seeds = [int(seed)] if single else [int(s) for s in seed]  # type: ignore[union-attr]
     if not single and len(seeds) != n:
         raise ParameterError(f"seed: give one seed per sample ({n}), got {len(seeds)}", param="seed")
     if any(s < 0 for s in seeds):
         raise ParameterError(f"seed: must be >= 0, got {min(seeds)}", param="seed")
+    if stream:
+        import numpy as np
+
+        seeds = [int(np.random.SeedSequence([s, stream]).generate_state(1, np.uint64)[0] >> 1) for s in seeds]
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
@@ -98,11 +106,7 @@ def random_start_point(
     ``seed`` is one int (one stream for the batch) or one int per sample (each sample's start
     then depends only on its own seed, whatever batch it is in).
     """
-    gens = _generators(seed, x.shape[0])
-    if len(gens) == 1:
-        u = torch.rand(x.shape, generator=gens[0], dtype=torch.float64)
-    else:
-        u = torch.stack([torch.rand(x.shape[1:], generator=g, dtype=torch.float64) for g in gens])
+    u = _uniform(x.shape, _generators(seed, x.shape[0]))
     delta = ((2.0 * u - 1.0) * float(eps)).to(x.dtype)
     if mask is not None:
         delta = delta * mask
@@ -122,8 +126,17 @@ def sign_gradient_attack(
     mask: torch.Tensor | None = None,
     random_start: bool = False,
     seed: int | Sequence[int] | None = None,
+    momentum: float = 0.0,
+    ti_kernel: torch.Tensor | None = None,
+    vmi_samples: int = 0,
+    vmi_beta: float = 1.5,
 ) -> AttackResult:
     """L-inf projected sign-gradient attack, batched over the first dimension.
+
+    The transfer-enhanced variants are parameters of this one loop (see
+    :mod:`facepriv.adversarial.transfer` for the loss-side ones: input diversity, expectation over
+    transformation, ensembles). With ``momentum = 0``, no ``ti_kernel`` and ``vmi_samples = 0``
+    the step is the plain ``sign(grad)`` of BIM/ILLC.
 
     Parameters
     ----------
@@ -148,13 +161,28 @@ def sign_gradient_attack(
     random_start : bool
         Start from a seeded uniform point of the eps-ball (clipped to the box) instead of ``x``.
     seed : int or sequence of int, optional
-        Seed of the random start (required with it): one int, or one int per sample.
+        Seed of the random start and of the VMI neighbours (required with either): one int, or
+        one int per sample.
+    momentum : float
+        MI-FGSM decay ``mu`` (Dong et al. 2018): ``g = mu * g + grad / mean|grad|`` (per-sample
+        L1 normalisation, as torchattacks) and the step is ``sign(g)``. 0 = no momentum.
+    ti_kernel : torch.Tensor, optional
+        (k, k) kernel (e.g. :func:`~facepriv.adversarial.transfer.gaussian_kernel`): TI-FGSM
+        (Dong et al. 2019) convolves the gradient with it, per channel, before anything else.
+        Needs ``x`` shaped (N, C, H, W).
+    vmi_samples : int
+        VMI-FGSM (Wang & He 2021): number of neighbours ``x + U(-beta eps, beta eps)`` whose mean
+        gradient minus the current one (the variance term ``v``) is added to the next gradient
+        before normalisation. 0 = off. Implies the momentum update (with ``momentum`` as decay).
+    vmi_beta : float
+        Radius of the VMI neighbourhood in units of ``eps``.
 
     Returns
     -------
     AttackResult
     """
     _check(eps, alpha, 1 if iterations is None else iterations, lower, upper)
+    _check_transfer(momentum, ti_kernel, vmi_samples, vmi_beta, x)
     if iterations is None:
         iterations = kurakin_iterations(eps, alpha)
     if not torch.is_floating_point(x):
@@ -166,16 +194,23 @@ def sign_gradient_attack(
     hi = torch.clamp(x0 + eps, max=upper)
     sign = 1.0 if maximize else -1.0
     x_adv = random_start_point(x0, eps, seed, lower, upper, mask) if random_start else x0.clone()
+    # VMI draws its neighbours from its own streams (after the random start's, never the global RNG)
+    gens = _generators(seed, x0.shape[0], stream=1) if vmi_samples else []
+    accumulate = momentum > 0 or vmi_samples > 0
+    g = torch.zeros_like(x0)
+    v = torch.zeros_like(x0)
     history = []
     for _ in range(iterations):
-        x_adv.requires_grad_(True)
-        with torch.enable_grad():
-            loss = loss_fn(x_adv)
-            if loss.ndim != 1 or loss.shape[0] != x0.shape[0]:
-                raise ValueError(f"loss_fn must return a per-sample loss of shape ({x0.shape[0]},), got {tuple(loss.shape)}")
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-        history.append(loss.detach())
-        step = grad.sign()
+        loss, grad = _loss_and_grad(loss_fn, x_adv, x0.shape[0], ti_kernel)
+        history.append(loss)
+        if accumulate:
+            cur = grad + v
+            g = cur / _l1_mean(cur) + momentum * g
+            if vmi_samples:
+                v = _neighbour_mean_grad(loss_fn, x_adv, gens, vmi_samples, vmi_beta * eps, ti_kernel) - grad
+            step = g.sign()
+        else:
+            step = grad.sign()
         if mask is not None:
             step = step * mask
         with torch.no_grad():
@@ -184,6 +219,57 @@ def sign_gradient_attack(
         history.append(loss_fn(x_adv).detach())
         clean = loss_fn(x0).detach() if random_start else history[0]
     return AttackResult(x_adv=x_adv.detach(), loss_history=torch.stack(history), loss_clean=clean)
+
+
+def _loss_and_grad(loss_fn: LossFn, x: torch.Tensor, n: int, ti_kernel: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample loss and the gradient of its sum at ``x`` (TI-smoothed when a kernel is given)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(x)
+        if loss.ndim != 1 or loss.shape[0] != n:
+            raise ValueError(f"loss_fn must return a per-sample loss of shape ({n},), got {tuple(loss.shape)}")
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    if ti_kernel is not None:
+        from facepriv.adversarial.transfer import smooth_gradient
+
+        grad = smooth_gradient(grad, ti_kernel)
+    return loss.detach(), grad
+
+
+def _l1_mean(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean absolute value (broadcastable); a zero gradient stays zero instead of NaN."""
+    m = torch.mean(torch.abs(t), dim=tuple(range(1, t.ndim)), keepdim=True)
+    return torch.where(m > 0, m, torch.ones_like(m))
+
+
+def _neighbour_mean_grad(loss_fn: LossFn, x: torch.Tensor, gens: list[torch.Generator], samples: int, radius: float,
+                         ti_kernel: torch.Tensor | None) -> torch.Tensor:
+    """Mean gradient at ``samples`` uniform neighbours ``x + U(-radius, radius)`` (VMI's variance term)."""
+    total = torch.zeros_like(x)
+    for _ in range(samples):
+        u = _uniform(x.shape, gens)
+        nb = x.detach() + ((2.0 * u - 1.0) * float(radius)).to(x.dtype)
+        total = total + _loss_and_grad(loss_fn, nb, x.shape[0], ti_kernel)[1]
+    return total / samples
+
+
+def _uniform(shape: torch.Size, gens: list[torch.Generator]) -> torch.Tensor:
+    """U(0, 1) in float64: one stream for the batch, or one per sample."""
+    if len(gens) == 1:
+        return torch.rand(shape, generator=gens[0], dtype=torch.float64)
+    return torch.stack([torch.rand(shape[1:], generator=g, dtype=torch.float64) for g in gens])
+
+
+def _check_transfer(momentum: float, ti_kernel: torch.Tensor | None, vmi_samples: int, vmi_beta: float,
+                    x: torch.Tensor) -> None:
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not math.isfinite(momentum) or momentum < 0:
+        raise ParameterError(f"momentum: must be a number >= 0, got {momentum!r}", param="momentum")
+    if isinstance(vmi_samples, bool) or not isinstance(vmi_samples, numbers.Integral) or vmi_samples < 0:
+        raise ParameterError(f"vmi_samples: must be an integer >= 0, got {vmi_samples!r}", param="vmi_samples")
+    if isinstance(vmi_beta, bool) or not isinstance(vmi_beta, numbers.Real) or not math.isfinite(vmi_beta) or vmi_beta <= 0:
+        raise ParameterError(f"vmi_beta: must be a number > 0, got {vmi_beta!r}", param="vmi_beta")
+    if ti_kernel is not None and (ti_kernel.ndim != 2 or x.ndim != 4):
+        raise ParameterError("ti_kernel: a 2-D kernel, for inputs shaped (N, C, H, W)", param="ti_kernel")
 
 
 # --- losses ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -168,37 +169,67 @@ class AdvFaceTable1(Attack):
 
     def experiment(self, data: AttackData) -> dict[str, Any]:
         """The summary of :func:`facepriv.advface.experiment.run_experiment` on the cell's data."""
-        from facepriv.advface.data import cap_rows, extract_features, faces_from_crops, identity_roles
         from facepriv.advface.experiment import run_experiment
-        from facepriv.advface.split import SplitSystem
-        from facepriv.advface.train import DecoderConfig, can_resume, train_decoder
 
-        system = SplitSystem.create(data.model.name, self.cut)
-        identity_of = dict(zip(data.clean.ids.tolist(), data.clean.identity.tolist(), strict=True))
-        faces = faces_from_crops(data.aligned_faces(system.alignment), identity_of)
-        fs = extract_features(faces, system)
-        roles = identity_roles(fs.identity, self.seed)
-        decoders, runs = {}, {}
-        for role in ("shadow", "attacker"):
-            idx = np.flatnonzero(roles == role)
-            idx = idx[cap_rows(len(idx), self.max_images, self.seed)]
-            cfg = DecoderConfig(arch=self.arch, feature_shape=system.feature_shape, out_size=int(self.size),
-                                model=system.model_name, cut=system.cut, input_shape=system.input_shape,
-                                epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr),
-                                seed=int(self.seed), role=role, split_seed=int(self.seed), n_train=len(idx))
-            run = data.work(f"{role}-{self.arch}")
-            # resume this cell's own checkpoint when it was made with the same settings, else start again
-            resume = run is not None and can_resume(run, cfg)
-            decoders[role] = train_decoder(fs.features[idx], faces.crops[idx], cfg, run, client=system.client,
-                                           resume=resume, overwrite=not resume)
-            runs[role + "s"] = {self.arch: str(run) if run is not None else "(in memory)"}
+        prep = prepare(self, data)
         return run_experiment(
-            fs, lambda ev: faces.select(ev.ids.tolist()), system, {self.arch: decoders["shadow"]},
-            {self.arch: decoders["attacker"]}, split_seed=int(self.seed), main_arch=self.arch, eps=float(self.eps),
+            prep.features, prep.faces_of, prep.system, {self.arch: prep.decoders["shadow"]},
+            {self.arch: prep.decoders["attacker"]}, split_seed=int(self.seed), main_arch=self.arch, eps=float(self.eps),
             alpha=float(self.alpha), steps=int(self.steps), bound=self.bound, sweep=tuple(float(x) for x in self.sweep),
             max_eval=self.max_eval, offline_epochs=int(self.offline_epochs), seed=int(self.seed),
-            parts=("table", "sweep"), out_dir=data.work("eval"), runs=runs,
+            parts=("table", "sweep"), out_dir=data.work("eval"), runs=prep.runs,
         )
+
+
+@dataclass
+class Prepared:
+    """A cell's split system, aligned faces, client features, identity roles and trained decoders."""
+
+    system: Any
+    faces: Any
+    features: Any
+    roles: np.ndarray
+    decoders: dict[str, Any]
+    runs: dict[str, dict[str, str]]
+    configs: dict[str, Any]
+
+    def faces_of(self, fs: Any) -> Any:
+        """Aligned crops of a subset of the features (same order)."""
+        return self.faces.select(fs.ids.tolist())
+
+
+def prepare(p: Any, data: AttackData) -> Prepared:
+    """Split the model, extract client features, train (or resume) the shadow and attacker decoders.
+
+    ``p`` carries the decoder parameters (``cut, arch, size, epochs, batch_size, lr, max_images,
+    seed``) of ``advface_table1`` or ``advface_adaptive``. Checkpoints go to
+    ``work_dir/ROLE-ARCH`` (resumed when made with the same settings).
+    """
+    from facepriv.advface.data import cap_rows, extract_features, faces_from_crops, identity_roles
+    from facepriv.advface.split import SplitSystem
+    from facepriv.advface.train import DecoderConfig, can_resume, train_decoder
+
+    system = SplitSystem.create(data.model.name, p.cut)
+    identity_of = dict(zip(data.clean.ids.tolist(), data.clean.identity.tolist(), strict=True))
+    faces = faces_from_crops(data.aligned_faces(system.alignment), identity_of)
+    fs = extract_features(faces, system)
+    roles = identity_roles(fs.identity, p.seed)
+    decoders, runs, configs = {}, {}, {}
+    for role in ("shadow", "attacker"):
+        idx = np.flatnonzero(roles == role)
+        idx = idx[cap_rows(len(idx), p.max_images, p.seed)]
+        cfg = DecoderConfig(arch=p.arch, feature_shape=system.feature_shape, out_size=int(p.size),
+                            model=system.model_name, cut=system.cut, input_shape=system.input_shape,
+                            epochs=int(p.epochs), batch_size=int(p.batch_size), lr=float(p.lr),
+                            seed=int(p.seed), role=role, split_seed=int(p.seed), n_train=len(idx))
+        run = data.work(f"{role}-{p.arch}")
+        # resume this cell's own checkpoint when it was made with the same settings, else start again
+        resume = run is not None and can_resume(run, cfg)
+        decoders[role] = train_decoder(fs.features[idx], faces.crops[idx], cfg, run, client=system.client,
+                                       resume=resume, overwrite=not resume)
+        runs[role + "s"] = {p.arch: str(run) if run is not None else "(in memory)"}
+        configs[role] = cfg
+    return Prepared(system, faces, fs, roles, decoders, runs, configs)
 
 
 def check_sweep(sweep: Any) -> None:
@@ -232,4 +263,4 @@ def outcome(s: dict[str, Any], with_files: bool) -> AttackOutcome:
                          curves=curves, images=images, tables={"AdvFace Table 1": table})
 
 
-__all__ = ["ARCHITECTURES", "BOUNDS", "SWEEP", "AdvFaceTable1", "check_sweep", "outcome"]
+__all__ = ["ARCHITECTURES", "BOUNDS", "SWEEP", "AdvFaceTable1", "Prepared", "check_sweep", "outcome", "prepare"]

@@ -84,6 +84,7 @@ def run_experiment(
     parts: Sequence[str] = PARTS,
     out_dir: str | Path | None = None,
     runs: dict[str, dict[str, str]] | None = None,
+    extras: Callable[[EvalContext, Callable[[str, float], np.ndarray]], dict] | None = None,
 ) -> dict:
     """Run every evaluation in memory; returns the summary (also written into ``out_dir`` with plots).
 
@@ -106,6 +107,11 @@ def run_experiment(
         Where ``summary.json``, ``summary.md`` and the plots go; None writes nothing.
     runs : dict, optional
         ``{"shadows": {arch: folder}, "attackers": {...}}`` recorded in the summary's settings.
+    extras : callable(ctx, protected) -> dict, optional
+        Further studies on the same evaluation set (the ``advface_adaptive`` attack's): called with
+        the evaluation context and ``protected(method, eps)``, the server's stored features of the
+        eval photos for a method (``unprotected``, ``random``, ``dp``, ``advface`` with the main
+        shadow; computed once and shared with the other parts); its dict is merged into the summary.
     """
     unknown = set(parts) - set(PARTS)
     if unknown or not parts:
@@ -161,6 +167,11 @@ def run_experiment(
             r, _ = ctx.evaluate("advface", eps, a_arch, net, z)
             transfer[s_arch][a_arch] = {"ssim": r.ssim, "psnr": r.psnr, "mse": r.mse, "srra": r.srra}
 
+    def protected(method: str, e: float) -> np.ndarray:
+        return _server_protected(method, e, ev.features, lambda x: advface(main_arch, x), alpha, steps, bound, seed)
+
+    more = extras(ctx, protected) if extras else {}
+
     in_memory = {a: "(in memory)" for a in shadows}
     runs = runs or {}
     summary = {
@@ -173,7 +184,7 @@ def run_experiment(
                      "shadows": runs.get("shadows", in_memory),
                      "attackers": runs.get("attackers", {a: "(in memory)" for a in attackers}),
                      "split_seed": split_seed, "parts": list(parts)},
-        "table": table, "sweep": sweep_rows, "transfer": transfer,
+        "table": table, "sweep": sweep_rows, "transfer": transfer, **more,
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -187,6 +198,20 @@ def run_experiment(
         write_json_atomic(out / "summary.json", summary)
         write_text_atomic(out / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _server_protected(method: str, e: float, clean: np.ndarray, advface: Callable[[str, float], np.ndarray] | None,
+                      alpha: float, steps: int, bound: str, seed: int) -> np.ndarray:
+    """The server's stored features of the eval photos under ``method`` at bound ``e`` (its own seeds)."""
+    if method == "unprotected":
+        return clean
+    if method == "random":
+        return RandomNoise(eps=e, alpha=alpha, steps=steps, bound=bound, seed=seed).transform(clean)
+    if method == "dp":
+        return LaplaceDP(eps=e, budget=1.0, seed=seed).transform(clean)
+    if method == "advface" and advface is not None:
+        return advface(e)
+    raise ParameterError(f"unknown feature protection method {method!r}")
 
 
 def _offline_row(system: SplitSystem, features: FeatureSet, shadow: nn.Module, split_seed: int, ctx: EvalContext,

@@ -113,7 +113,7 @@ class AttackData:
     def protect(self, es: EmbeddingSet) -> EmbeddingSet:
         """``es`` protected with this cell's protection (recorded in the set, secrets masked)."""
         prot = self.fitted_protection()
-        out = prot.transform(es.embeddings)
+        out = protect_rows(prot, es.embeddings, es.identity)
         return es.with_embeddings(out, None if self.protection_name == "unprotected" else prot.record())
 
     def aligned_faces(self, recipe: str):
@@ -135,6 +135,15 @@ class AttackData:
         p = self.work_dir / name
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+
+def protect_rows(protection: Any, x: np.ndarray, identity: np.ndarray | None = None) -> np.ndarray:
+    """``protection.transform(x)``, with the rows' subjects when it takes them (per-user keys)."""
+    import inspect
+
+    if identity is not None and "identity" in inspect.signature(protection.transform).parameters:
+        return protection.transform(x, identity=identity)
+    return protection.transform(x)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from facepriv.attacks.base import protect_rows
 from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
 from facepriv.protections.base import TemplateProtection, protection_from_record
@@ -87,7 +88,8 @@ def _protect_pair(
 ) -> tuple[EmbeddingSet, EmbeddingSet]:
     """Protect both sets in one call so per-template randomness never repeats between them."""
     prot.fit(target)
-    both = prot.transform(np.vstack([target.embeddings, attacker.embeddings]))
+    both = protect_rows(prot, np.vstack([target.embeddings, attacker.embeddings]),
+                        np.concatenate([target.identity, attacker.identity]))
     rec = None if prot.name == "unprotected" else prot.record()
     return target.with_embeddings(both[: len(target)], rec), attacker.with_embeddings(both[len(target) :], rec)
 
@@ -150,7 +152,7 @@ def prepare_sets(
             prot.seed = seed  # the target's key is secret: the attacker uses its own
         if attacker.protection is None:
             prot.fit(attacker)
-            attacker = attacker.with_embeddings(prot.transform(attacker.embeddings), prot.record())
+            attacker = attacker.with_embeddings(protect_rows(prot, attacker.embeddings, attacker.identity), prot.record())
         elif attacker.protection.get("name") != rec.get("name"):
             raise ParameterError(
                 f"attacker database is protected with {attacker.protection.get('name')!r}, the target with {rec.get('name')!r}"

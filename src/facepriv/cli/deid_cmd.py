@@ -16,7 +16,7 @@ from typing import Any
 
 from facepriv.cli import argtypes
 from facepriv.cli.component_flags import ComponentHelpParser, param_help
-from facepriv.errors import InputFileError, ParameterError
+from facepriv.errors import InputFileError, OutputExistsError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,20 @@ def attack_params(args: argparse.Namespace) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise ParameterError(f"method_params: not a JSON object ({exc.msg})", param="method_params") from None
         p["method_params"] = mp
+    transfer = {name: getattr(args, name) for name in TRANSFER_FLAGS if getattr(args, name, None) is not None}
+    for name in ("ensemble", "eot"):
+        if name in transfer:
+            transfer[name] = _names(transfer[name])
+    if transfer:
+        mp = p.get("method_params")
+        p["method_params"] = {**(mp if isinstance(mp, dict) else {}), **transfer} if mp is None or isinstance(mp, dict) \
+            else mp  # a non-mapping --method-params is refused by the attack, naming it
     return p
+
+
+#: flags of the sign-gradient cloaks' transfer options (they go into the image protection's parameters)
+TRANSFER_FLAGS = {"momentum": float, "diversity_prob": float, "resize_rate": float, "ti_kernel": int,
+                  "vmi_samples": int, "ensemble": str, "eot": str}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -112,16 +125,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Handler of ``facepriv deid eval``."""
     from facepriv.attacks.deid.evaluate import evaluate, read_run
     from facepriv.attacks.deid.plots import plot_summary
+    from facepriv.attacks.deid.postprocess import parse_list, postprocess_run
 
     _threads(args.threads)
     ks = _ints(args.ks, "--ks")
     out = _out_dir(args.out)
+    post = parse_list(_names(args.postprocess), "postprocess") if args.postprocess is not None else []
     runs = [read_run(Path(d)) for d in args.run_dirs]
     targets = _names(args.targets) if args.targets is not None else None
     if targets is None:  # the deid attack's default: the source model(s) themselves
         targets = list(dict.fromkeys(r.record["config"]["source"] for r in runs))
+    if not args.overwrite:  # before any work: nothing is written when a post-processed result exists
+        for pp in post:
+            if (out / "post" / pp.label).exists():
+                raise OutputExistsError(out / "post" / pp.label)
     s = evaluate(runs, targets, out, overwrite=args.overwrite, ks=ks)
     pngs = plot_summary(s, out)
+    for pp in post:  # copies in OUT/post/<label>/<source>/, never over a cloak
+        pruns = [postprocess_run(r, pp, out / "post" / pp.label / r.record["config"]["source"], overwrite=args.overwrite)
+                 for r in runs]
+        ps = evaluate(pruns, targets, out / "post" / pp.label, overwrite=args.overwrite, ks=ks)
+        for src, per in ps["psr"].items():
+            for tgt, by_eps in per.items():
+                row = ", ".join(f"eps {e}: {v[ks[0]]:.0f}" for e, v in by_eps.items())
+                print(f"after {pp.label}: PSR@{ks[0]} {src} -> {tgt}: {row}")
     for src, per in s["identification_clean_topk"].items():
         for tgt, acc in per.items():
             print(f"clean identification {tgt} (probes of run {src}): top-1 {acc[ks[0]]:.1f}%, detected "
@@ -186,6 +213,9 @@ def register(subparsers) -> None:
                       ("max_identities", int), ("max_gallery", int), ("seed", argtypes.seed), ("max_side", int),
                       ("batch_size", int)):
         r.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=_h(name))
+    for name, typ in TRANSFER_FLAGS.items():
+        r.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                       help=param_help("protection:bim_cloak", name, " Comma-separated." if typ is str else ""))
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -199,6 +229,10 @@ def register(subparsers) -> None:
     e.add_argument("--targets", default=None,
                    help="comma-separated target models (default: the runs' source models, as the deid attack)")
     e.add_argument("--ks", default=paper_ks, help=f"top-k values (default {paper_ks}, the paper's)")
+    e.add_argument("--postprocess", default=None, metavar="LIST",
+                   help="also identify the stored photos after these post-processings, comma-separated jpeg:Q, "
+                        "resize:F, blur:S (e.g. jpeg:95,jpeg:75,jpeg:50,resize:0.5,blur:1.5); copies and results "
+                        "go to OUT/post/<label>/ (the cloaks are never written over)")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace existing summary.json / summary.md / plots in --out")

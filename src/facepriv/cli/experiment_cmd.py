@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             params["labels"] = str(labels)
         cfg = resolve(replace(cfg, dataset=ComponentSpec("dataset", "folder", params, "folder")))
     out = args.out or (Path(cfg.output) if cfg.output else Path("runs") / cfg.name)
-    runner = execute(cfg, out, overwrite=args.overwrite, report=not args.no_report)
+    runner = execute(cfg, out, overwrite=args.overwrite, report=not args.no_report, device=args.device)
     return _summary(runner, args.no_report)
 
 
@@ -168,6 +168,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=argtypes.seed, help="override the config's master seed (0 to 2**32-1)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run or a different config in --out")
     p.add_argument("--no-report", action="store_true", help="do not write report.md/.html at the end")
+    p.add_argument("--device", metavar="DEVICE",
+                   help="where torch work of the attacks runs: auto (CUDA when present), cpu, cuda or cuda:N "
+                        "(default: the config's 'device', else auto); CUDA asked for but absent is an error")
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("report", help="(re)write report.md and report.html of a run folder",

@@ -25,9 +25,11 @@ from facepriv.errors import FacePrivError
 COMMAND_MODULES = (
     "facepriv.cli.embed_cmd",
     "facepriv.cli.verify_cmd",
+    "facepriv.cli.evaluate_cmd",
     "facepriv.cli.models_cmd",
     "facepriv.cli.protect_cmd",
     "facepriv.cli.attack_cmd",
+    "facepriv.cli.score_attack_cmd",
     "facepriv.cli.reconstruct_cmd",
     "facepriv.cli.deid_cmd",
     "facepriv.cli.advface_cmd",

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from facepriv.cli import argtypes
+from facepriv.cli.component_flags import ComponentHelpParser, param_help
 from facepriv.errors import ParameterError
 
 log = logging.getLogger(__name__)
@@ -19,11 +20,22 @@ examples:
       WIFS-2023 variant: one fixed (secret) permutation moving 4 of the blocks of every template
   facepriv protect unprotected celeba_dlib.npz --out same.npz
       the baseline: templates stored as they are
+  facepriv protect biohash celeba_dlib.npz --length 128 --key-out bh.key --out celeba_bh.npz
+      BioHashing with a new key drawn from the OS's entropy, saved (mode 0600) to bh.key
+  facepriv protect biohash probes.npz --like celeba_bh.npz --key-file bh.key --out probes_bh.npz
+      protect more templates the same way: public parameters (incl. the fitted centre) from the
+      record of an earlier output, the key from its key file
+  facepriv protect polyprotect celeba_dlib.npz --m 5 --overlap 4 --key-scope user --key-out pp.key --out pp.npz
+      PolyProtect with per-user coefficients/exponents derived from the key and each identity
+  facepriv protect ive celeba_dlib.npz --n-remove 4 --steps 16 --out celeba_ive.npz
+      IVE: removes the 64 dimensions most predictive of gender (needs the gender column)
   facepriv protect NAME IN.npz --param key=value ... --out OUT.npz
       any registered template protection (see `facepriv list protection`)
 
 The output records which protection made it and its public parameters (never the seed, which acts
 as a key), so `facepriv verify` and `facepriv attack` pick the right comparator automatically.
+Keys: a keyed protection (biohash, polyprotect) needs --key-file K (JSON {"seed": INT}, an existing
+key) or --key-out K (draw a new key and write it there); the key is never printed nor recorded.
 """
 
 
@@ -88,6 +100,63 @@ def add_protection_args(p: argparse.ArgumentParser, with_name: bool = False) -> 
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="further protection parameter (repeatable)")
 
 
+#: flags of the `protect` command only (parameter -> component whose docstring gives the help)
+_PROTECT_FLAGS = {"length": "biohash", "key_scope": "biohash", "m": "polyprotect", "overlap": "polyprotect",
+                  "n_remove": "ive", "steps": "ive", "attribute": "ive"}
+
+
+def _protect_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Parameters from the generic flags plus the protect-only ones (a flag wins over nothing, --param never)."""
+    params = protection_params(args)
+    for key in _PROTECT_FLAGS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if key in params:
+            raise ParameterError(f"--param {key}=...: give {key} with --{key.replace('_', '-')}", param=key)
+        params[key] = value
+    return params
+
+
+def _like_params(path: str, name: str) -> dict[str, Any]:
+    """Public parameters recorded in an earlier protected file (masked secrets left out)."""
+    from facepriv.embeddings import load_embeddings
+    from facepriv.errors import InputFileError
+
+    rec = load_embeddings(path).protection
+    if rec is None:
+        raise InputFileError(path, "--like: this file records no protection (it is unprotected)")
+    if rec.get("name") != name:
+        raise InputFileError(path, f"--like: this file was protected with {rec.get('name')!r}, not {name!r}")
+    return {k: v for k, v in dict(rec.get("params", {})).items() if v != "<secret>"}
+
+
+def _key_params(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """(secret parameters to use, key to write with --key-out or None), after checking the key flags."""
+    from facepriv.protections.keys import draw_key, read_key_file
+    from facepriv.registry import get_class
+
+    cls = get_class("protection", name)
+    secret = tuple(getattr(cls, "secret_params", ()))
+    key_file, key_out = getattr(args, "key_file", None), getattr(args, "key_out", None)
+    flag = "--key-file" if key_file else "--key-out"
+    if key_file and key_out:
+        raise ParameterError("give --key-file (an existing key) or --key-out (a new key), not both")
+    if (key_file or key_out) and (not secret or getattr(cls, "threat_model", "keyless") != "key_secret"):
+        raise ParameterError(f"{flag}: protection {name!r} has no key (threat model keyless); drop {flag}")
+    if (key_file or key_out) and args.seed is not None and "seed" in secret:
+        raise ParameterError(f"--seed and {flag} both give the key of {name!r}; use one")
+    if key_file:
+        return read_key_file(key_file, secret), None
+    if key_out:
+        key = draw_key(secret)
+        return dict(key), key
+    if getattr(cls, "key_required", False) and args.seed is None:
+        raise ParameterError(f"protection {name!r} is keyed: give --key-file K (an existing key) or --key-out K "
+                             "(draw a new key from the OS and save it to K)")
+    return {}, None
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``protect`` command."""
     p = subparsers.add_parser(
@@ -97,12 +166,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("protection", metavar="NAME", help="protection name, e.g. pe_miu or unprotected")
+    # help of the component flags is read from the components when shown (no import at startup)
+    p.__class__ = ComponentHelpParser
+    p.add_argument("protection", metavar="NAME", help="protection name, e.g. pe_miu, biohash, polyprotect, ive")
     p.add_argument("input", metavar="IN.npz", help="unprotected embeddings file")
     add_protection_args(p)
+    p.add_argument("--length", type=argtypes.positive_int, metavar="L", help=param_help("protection:biohash", "length"))
+    p.add_argument("--key-scope", choices=("system", "user"), help=param_help("protection:biohash", "key_scope",
+                   " (biohash, polyprotect)"))
+    p.add_argument("--m", type=argtypes.positive_int, metavar="M", help=param_help("protection:polyprotect", "m"))
+    p.add_argument("--overlap", type=argtypes.non_negative_int, metavar="O",
+                   help=param_help("protection:polyprotect", "overlap"))
+    p.add_argument("--n-remove", type=argtypes.positive_int, metavar="K", help=param_help("protection:ive", "n_remove"))
+    p.add_argument("--steps", type=argtypes.positive_int, metavar="S", help=param_help("protection:ive", "steps"))
+    p.add_argument("--attribute", metavar="COLUMN", help=param_help("protection:ive", "attribute"))
+    p.add_argument("--like", metavar="P.npz",
+                   help="take the public parameters recorded in this earlier output of the same protection "
+                   "(e.g. BioHashing's fitted centre, IVE's removed dimensions); flags given here win")
+    p.add_argument("--key-file", metavar="K.json",
+                   help="the key of a keyed protection: JSON {\"seed\": INT} (as written by --key-out)")
+    p.add_argument("--key-out", metavar="K.json",
+                   help="draw a new key from the OS's entropy and write it here (mode 0600; never printed)")
     p.add_argument("--seed", type=argtypes.seed, default=None, metavar="S",
                    help="seed of the protection's random choices (a secret: never written to the output; "
-                   "default: the protection's own default, see `facepriv describe NAME`)")
+                   "default: the protection's own default, see `facepriv describe NAME`; for biohash and "
+                   "polyprotect prefer --key-file/--key-out, which keep the key off the command line)")
     p.add_argument("--out", required=True, metavar="OUT.npz", help="protected embeddings file to write (not the input)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.npz if it exists (never the input file)")
     p.set_defaults(handler=run)
@@ -112,15 +200,28 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``facepriv protect``."""
     from facepriv.embeddings import load_embeddings, save_embeddings
     from facepriv.fileio import check_not_input, check_writable
+    from facepriv.protections.base import build_protection
+    from facepriv.protections.keys import write_key_file
 
-    check_not_input(args.out, [args.input])
+    inputs = [args.input] + ([args.like] if args.like else []) + ([args.key_file] if args.key_file else [])
+    check_not_input(args.out, inputs)
     check_writable(args.out, args.overwrite)
-    prot = protection_from_flags(args.protection, args, args.seed)
+    if args.key_out:
+        check_not_input(args.key_out, [*inputs, args.out], flag="--key-out")
+        check_writable(args.key_out, args.overwrite)
+    params = {**(_like_params(args.like, args.protection) if args.like else {}), **_protect_params(args)}
+    if args.seed is not None:
+        params["seed"] = args.seed
+    key_params, new_key = _key_params(args.protection, args)
+    prot = build_protection(args.protection, {**params, **key_params})
     es = load_embeddings(args.input)
     try:
         out = prot.protect(es)
     except ParameterError as exc:  # a data problem (block size vs. dimension, ...): name the file
         raise ParameterError(f"{args.input}: {exc}", param=exc.param) from None
+    if new_key is not None:  # the key first: an output without its key could never be matched again
+        write_key_file(args.key_out, new_key, overwrite=args.overwrite)
     save_embeddings(out, args.out, overwrite=args.overwrite)
-    print(f"protected {len(out)} templates ({es.dim}-d -> {out.dim}-d) with {prot!r}; wrote {args.out}")
+    note = f"; new key written to {args.key_out} (keep it secret)" if new_key is not None else ""
+    print(f"protected {len(out)} templates ({es.dim}-d -> {out.dim}-d) with {prot!r}; wrote {args.out}{note}")
     return 0

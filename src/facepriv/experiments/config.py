@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from facepriv.device import check_device_spec
 from facepriv.errors import FacePrivError, InputFileError, ParameterError
 
 #: largest seed every consumer accepts (scikit-learn's ``random_state`` needs < 2**32)
@@ -35,7 +36,7 @@ SEED_MAX = 2**32 - 1
 #: utility metrics computed on every protection (verification on protected templates)
 UTILITY_METRICS = ("eer", "fnmr_at_fmr1", "kfold_accuracy")
 _TOP_KEYS = {"name", "seed", "dataset", "models", "protections", "attacks", "metrics", "output", "notes", "split",
-             "subset"}
+             "subset", "device"}
 _SPLIT_KEYS = {"attacker_fraction"}
 #: subset keys and defaults: 0 = no limit
 SUBSET_DEFAULTS: dict[str, Any] = {
@@ -90,6 +91,10 @@ class ExperimentConfig:
     notes : str
     source : str
         Path of the YAML file ("" when built in code).
+    device : str
+        Where torch work runs (``auto``, ``cpu``, ``cuda``, ``cuda:N``); ``--device`` wins. A run-time
+        choice, not part of the experiment: left out of ``config.resolved.yaml`` so that a run can be
+        resumed on another device.
     """
 
     name: str
@@ -104,6 +109,7 @@ class ExperimentConfig:
     output: str | None = None
     notes: str = ""
     source: str = ""
+    device: str = "auto"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (the content of ``config.resolved.yaml``)."""
@@ -232,10 +238,16 @@ def parse_config(data: Any, source: str = "") -> ExperimentConfig:
     if output is not None and not isinstance(output, str):
         raise _err(source, "output", "must be a folder path string")
     name = data.get("name") or (Path(source).stem if source else "experiment")
+    device = data.get("device", "auto")
+    try:
+        device = check_device_spec(device if isinstance(device, str) else repr(device))
+    except ParameterError as exc:
+        raise _err(source, "device", str(exc).partition(": ")[2] or str(exc)) from None
     return ExperimentConfig(
         name=str(name), seed=int(seed), dataset=dataset, models=models, protections=protections,
         attacks=attacks, metrics=tuple(dict.fromkeys(metrics)), attacker_fraction=float(frac),
         subset=subset, output=output, notes=str(data.get("notes") or ""), source=source,
+        device=device,
     )
 
 

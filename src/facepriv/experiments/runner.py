@@ -117,10 +117,15 @@ def _read_json(p: Path) -> dict[str, Any] | None:
 class Runner:
     """Executes a resolved :class:`ExperimentConfig` into a run folder."""
 
-    def __init__(self, cfg: ExperimentConfig, out: str | Path, overwrite: bool = False) -> None:
+    def __init__(self, cfg: ExperimentConfig, out: str | Path, overwrite: bool = False,
+                 device: str | None = None) -> None:
+        from facepriv.device import resolve_device
+
         self.cfg = cfg
         self.out = Path(out)
         self.overwrite = overwrite
+        # resolved before any work: CUDA asked for but absent is an error before anything is written
+        self.device = resolve_device(device if device is not None else cfg.device)
         self.timings: dict[str, float] = {}
         self.ran: list[str] = []  # cells computed by this call (the others were resumed)
         self.failed: list[str] = []  # cells that ended with an error (recorded, not raised)
@@ -180,6 +185,7 @@ class Runner:
             self.timings = (_read_json(tpath) or {}) if tpath.is_file() else {}
             env = collect(cfg.seed, listing.sha256(), listing.counts(), models,
                           str(listing.root) if listing.root else cfg.dataset.params.get("path"))
+            env["device"] = self.device  # where this call's torch work ran (a resumed run may differ)
             write_json_atomic(self.out / "env.json", env)
             cache = self.out / "cache"
             cache.mkdir(parents=True, exist_ok=True)
@@ -216,7 +222,7 @@ class Runner:
         return AttackData(
             clean=clean, attacker=att, victim=vic, protection=self._protection(pspec), model=model,
             image_root=image_root, seed=cell_seed(self.cfg.seed, mlabel, pspec.label, cell),
-            work_dir=self._cell_path(mlabel, pspec.label, cell).with_suffix(""),
+            work_dir=self._cell_path(mlabel, pspec.label, cell).with_suffix(""), device=self.device,
         )
 
     def _run_protection(self, mlabel: str, model: Any, clean, att, vic, pspec: ComponentSpec,
@@ -278,20 +284,25 @@ class Runner:
         return entry
 
 
-def run_experiment(cfg: ExperimentConfig, out: str | Path, overwrite: bool = False, report: bool = True) -> Path:
+def run_experiment(cfg: ExperimentConfig, out: str | Path, overwrite: bool = False, report: bool = True,
+                   device: str | None = None) -> Path:
     """Run ``cfg`` into ``out`` (resuming unfinished runs), then write the report.
+
+    ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``) overrides the config's ``device``.
 
     Returns
     -------
     Path
         The run folder.
     """
-    return execute(cfg, out, overwrite, report).out
+    return execute(cfg, out, overwrite, report, device=device).out
 
 
-def execute(cfg: ExperimentConfig, out: str | Path, overwrite: bool = False, report: bool = True) -> Runner:
+def execute(cfg: ExperimentConfig, out: str | Path, overwrite: bool = False, report: bool = True,
+            device: str | None = None) -> Runner:
     """:func:`run_experiment`, returning the :class:`Runner` (``runner.failed`` lists failed cells)."""
-    runner = Runner(cfg, out, overwrite)
+    runner = Runner(cfg, out, overwrite, device=device)
+    log.info("device: %s", runner.device)
     runner.run()
     if report:
         from facepriv.experiments.report import write_report

@@ -115,6 +115,11 @@ class Unprotected(TemplateProtection):
             raise ParameterError(f"templates must be 2-d (N, D), got shape {x.shape}")
         return x
 
+    def invert(self, protected: np.ndarray, attacker_templates: np.ndarray,
+               identity: np.ndarray | None = None) -> np.ndarray:
+        """Key-disclosure inversion of the baseline: the stored templates are the templates."""
+        return self.transform(protected).copy()
+
 
 class FeatureProtection(TemplateProtection):
     """A protection of intermediate feature maps (N, C, H, W) sent from a client to a server.

@@ -45,7 +45,7 @@ import math
 import numbers
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -73,25 +73,40 @@ class SourcePipeline:
         The model's input size (the alignment recipe's crop size).
     templates : ndarray (C, D)
         Enrolled template of each head class (unit-norm mean gallery embedding).
+    name : str
+        The model's registered name.
+    classes : list of str
+        Identity of each head class (maps one member's class indices to another's).
+    matrices : dict
+        Photo->crop matrix of every probe (by image id) this model's detector found a face in;
+        filled for the further members of an ensemble (the run's source gets them per batch).
+    members : list of SourcePipeline
+        Further source models of an ensemble cloak (empty for a single source).
     """
 
     net: Any
     head: Any
     crop_hw: tuple[int, int]
     templates: np.ndarray
+    name: str = ""
+    classes: list[str] = field(default_factory=list)
+    matrices: dict[str, np.ndarray] = field(default_factory=dict)
+    members: list[SourcePipeline] = field(default_factory=list)
 
-    def photo_model(self, matrices: np.ndarray, photo_hw: tuple[int, int], logits: bool = True):
+    def photo_model(self, matrices: np.ndarray, photo_hw: tuple[int, int], logits: bool = True,
+                    crop_transform: Any = None):
         """``photos (N, 3, H, W) in 0..255 -> logits`` (or embeddings) through the alignment warp.
 
         ``matrices`` (N, 2, 3) are the photo->crop affine matrices of the source recipe's
-        detector; only the warp (bilinear ``grid_sample``) is differentiated.
+        detector; only the warp (bilinear ``grid_sample``) is differentiated. ``crop_transform``
+        (e.g. input diversity) is applied to the aligned crops.
         """
         import torch
 
         from facepriv.attacks.deid.cloak import PhotoClassifier, affine_grid_from_matrix
 
         grid = affine_grid_from_matrix(torch.as_tensor(np.asarray(matrices)), tuple(photo_hw), self.crop_hw)
-        return PhotoClassifier(self.net, grid, self.head if logits else None)
+        return PhotoClassifier(self.net, grid, self.head if logits else None, crop_transform)
 
 
 @dataclass(frozen=True)
@@ -253,59 +268,75 @@ def _int_at_least(name: str, v: Any, low: int) -> None:
         raise ParameterError(f"{name}: must be an integer >= {low}, got {v!r}", param=name)
 
 
+_TRANSFER_DOC = """
+    momentum : float
+        MI-FGSM decay mu (Dong et al. 2018): the step is sign(g) with g = mu g + grad / mean|grad|;
+        0 = no momentum (the paper's plain BIM/ILLC step).
+    diversity_prob : float
+        DI-FGSM (Xie et al. 2019): probability that the source's aligned crop is shrunk by a
+        random factor in [resize_rate, 1) and zero-padded back at a random offset before each
+        gradient (seeded per photo); 0 = off.
+    resize_rate : float
+        Smallest DI shrink factor, in (0, 1).
+    ti_kernel : int
+        TI-FGSM (Dong et al. 2019): size in photo pixels of the Gaussian kernel (nsig 3) the
+        gradient is convolved with before the sign; 0 = off (else odd, >= 3).
+    vmi_samples : int
+        VMI-FGSM (Wang & He 2021): neighbours per step whose mean gradient tunes the next one
+        (radius 1.5 eps); 0 = off. Implies the momentum update.
+    ensemble : list of str or None
+        Further differentiable source models: the loss is the mean of the run's source model's
+        and theirs, each through its own detector's alignment warp and its own head; None = the
+        source alone.
+    eot : list of str or None
+        Expectation over transformation: the loss is averaged over these differentiable
+        transforms of the photo (``jpeg:Q``, ``resize:F``, ``blur:S``; see
+        facepriv.attacks.deid.postprocess) at every step; None = off.
+"""
+
+
 class SignGradientCloak(ImageProtection):
-    """A cloak made by the L-inf sign-gradient core (:mod:`facepriv.adversarial.core`)."""
+    """A cloak made by the L-inf sign-gradient core (:mod:`facepriv.adversarial.core`).
+
+    Besides the common parameters it takes the transfer-enhancing options of the core (momentum,
+    input diversity, translation-invariant gradients, variance tuning), an ensemble of source
+    models and expectation over transformation; their defaults give the paper's plain method.
+    """
 
     method: ClassVar[str] = ""
     reference = "Ghafourian et al., Toward face biometric de-identification using adversarial examples, 2023"
+    _transfer_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, eps: Sequence[float] = (4, 8, 16, 32), alpha: float = 1.0, jpeg_quality: int | None = 95,
+                 max_side: int = 400, batch_size: int = 8, seed: int = 0, momentum: float = 0.0,
+                 diversity_prob: float = 0.0, resize_rate: float = 0.9, ti_kernel: int = 0, vmi_samples: int = 0,
+                 ensemble: Sequence[str] | None = None, eot: Sequence[str] | None = None) -> None:
+        super().__init__(eps, alpha, jpeg_quality, max_side, batch_size, seed)
+        self.momentum = momentum
+        self.diversity_prob = diversity_prob
+        self.resize_rate = resize_rate
+        self.ti_kernel = ti_kernel
+        self.vmi_samples = vmi_samples
+        self.ensemble = ensemble
+        self.eot = eot
+
+    def validate_params(self) -> None:
+        """Raise ParameterError naming the parameter at fault (models are checked by name only)."""
+        super().validate_params()
+        from facepriv.attacks.deid.transfer_cloak import check_transfer_params
+
+        check_transfer_params(self)
 
     def cloak(self, photos: np.ndarray, matrices: np.ndarray, labels: np.ndarray, ids: Sequence[str],
               source: SourcePipeline, eps: float) -> Cloaked:
         from facepriv.attacks.deid.cloak import cloak_photos
 
         return cloak_photos(photos, matrices, labels, source=source, method=self.method, eps=eps, alpha=float(self.alpha),
-                            iterations=self.iterations(eps), seeds=self.photo_seeds(ids, eps))
+                            iterations=self.iterations(eps), seeds=self.photo_seeds(ids, eps), ids=list(ids),
+                            transfer=self)
 
 
-@register("protection", "bim_cloak")
-class BimCloak(SignGradientCloak):
-    """BIM photo cloak: ascend the source head's cross-entropy of the true identity (untargeted).
-
-    Parameters
-    ----------
-    seed : int
-        Unused by BIM (deterministic); kept for the common protocol. The other parameters are
-        :class:`ImageProtection`'s.
-    """
-
-    method = "bim"
-    summary = "BIM photo cloak (untargeted, true-identity cross-entropy ascent) on the source model"
-
-
-@register("protection", "illc_cloak")
-class IllcCloak(SignGradientCloak):
-    """ILLC photo cloak: descend the cross-entropy of the least-likely identity (targeted).
-
-    Parameters
-    ----------
-    seed : int
-        Unused by ILLC (deterministic); kept for the common protocol. The other parameters are
-        :class:`ImageProtection`'s.
-    """
-
-    method = "illc"
-    summary = "ILLC photo cloak (targeted at the least-likely identity) on the source model"
-
-
-@register("protection", "push_cloak")
-class PushCloak(SignGradientCloak):
-    """Open-set photo cloak: minimise the cosine similarity to the enrolled template.
-
-    Starts from a seeded uniform point of the eps-ball (per photo, from ``seed``, the image id and
-    eps): at a photo whose embedding equals its template the gradient is zero.
-
-    Parameters
-    ----------
+_COMMON_DOC = """
     eps : sequence of float
         L-inf budgets in pixel units on 0..255, one cloak per budget.
     alpha : float
@@ -317,7 +348,42 @@ class PushCloak(SignGradientCloak):
     batch_size : int
         Photos cloaked together.
     seed : int
-        Seeds the random start of every photo.
+        Seeds every random choice of the cloak (random start, DI, VMI) per photo."""
+
+
+def _params_doc(cls: type) -> type:
+    """Append the common and transfer parameter sections to a cloak's docstring (one text, three cloaks)."""
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n    Parameters\n    ----------" + _COMMON_DOC + _TRANSFER_DOC
+    return cls
+
+
+@register("protection", "bim_cloak")
+@_params_doc
+class BimCloak(SignGradientCloak):
+    """BIM photo cloak: ascend the source head's cross-entropy of the true identity (untargeted).
+    """
+
+    method = "bim"
+    summary = "BIM photo cloak (untargeted, true-identity cross-entropy ascent) on the source model"
+
+
+@register("protection", "illc_cloak")
+@_params_doc
+class IllcCloak(SignGradientCloak):
+    """ILLC photo cloak: descend the cross-entropy of the least-likely identity (targeted).
+    """
+
+    method = "illc"
+    summary = "ILLC photo cloak (targeted at the least-likely identity) on the source model"
+
+
+@register("protection", "push_cloak")
+@_params_doc
+class PushCloak(SignGradientCloak):
+    """Open-set photo cloak: minimise the cosine similarity to the enrolled template.
+
+    Starts from a seeded uniform point of the eps-ball (per photo, from ``seed``, the image id and
+    eps): at a photo whose embedding equals its template the gradient is zero.
     """
 
     method = "push"

@@ -102,7 +102,17 @@ class PEMIUComparator(Comparator):
             return out
         if k == 1:
             return _scores_scalar_blocks(ab[:, :, 0], bb[:, :, 0])
-        if pe_native.load() is not None:
+        fast = pe_native.active_path()  # logs the path once (compiled C / numba / numpy)
+        if fast == "numba":
+            from facepriv.protections import pe_numba  # lazy: importing numba costs ~0.5 s
+
+            chunk = self.chunk or max(1, int(2e5 // nb))
+            starts = range(0, na, chunk)
+            bar = progress(starts, desc="PE-MIU scores", unit="batch") if len(starts) > 4 else starts
+            for s in bar:
+                out[s : s + chunk] = pe_numba.pemiu_pairwise(ab[s : s + chunk], bb, self.threads)
+            return out
+        if fast == "compiled C":
             # the kernel computes the block distances itself; chunks of a only drive the progress bar
             chunk = self.chunk or max(1, int(2e5 // nb))
             starts = range(0, na, chunk)
@@ -146,7 +156,12 @@ class PEMIUComparator(Comparator):
         cost = np.sqrt(np.maximum(sqa[:, :, None] + sqb[:, None, :] - 2.0 * g, 0.0))
         col = pe_native.lsa_batch(cost)
         if col is None:
-            col = assign(cost)
+            if pe_native.active_path() == "numba":
+                from facepriv.protections import pe_numba
+
+                col = pe_numba.lsa_batch(cost)
+            else:
+                col = assign(cost)
         s = np.take_along_axis(g, col[:, :, None], axis=2)[:, :, 0].sum(1)
         den = np.sqrt(sqa.sum(1)) * np.sqrt(sqb.sum(1))
         return np.divide(s, den, out=np.zeros_like(s), where=den > 0)
@@ -310,6 +325,40 @@ class PEMIU(TemplateProtection):
 
     def comparator(self) -> PEMIUComparator:
         return PEMIUComparator(block_size=int(self.block_size))
+
+    def invert(self, protected: np.ndarray, attacker_templates: np.ndarray,
+               identity: np.ndarray | None = None) -> np.ndarray:
+        """Estimate unprotected templates (N, D) from protected ones, the parameters disclosed.
+
+        Fixed-permutation variant (``moved_blocks`` set): the seed is the key, so the permutation
+        is undone exactly. PE-MIU 2020: the per-template permutations are random and not kept, so
+        each protected template's blocks are re-aligned against the attacker's mean template the
+        way the comparator aligns two templates (Euclidean block distances, minimum-cost
+        one-to-one assignment). ``identity`` is not used (no per-user key).
+        """
+        p = np.asarray(protected, dtype=np.float64)
+        att = np.asarray(attacker_templates, dtype=np.float64)
+        if p.ndim != 2 or att.ndim != 2 or len(att) == 0:
+            raise ParameterError(f"pe_miu: protected and attacker templates must be 2-d and non-empty, got shapes "
+                                 f"{p.shape} and {att.shape}")
+        if p.shape[1] != att.shape[1]:
+            raise ParameterError(f"pe_miu: protected templates are {p.shape[1]}-d, attacker templates {att.shape[1]}-d")
+        self.validate_params()
+        nblk = check_block_size(p.shape[1], self.block_size, "protected templates")
+        self._check_moved(nblk)
+        pb = p.reshape(len(p), nblk, self.block_size)
+        if self.moved_blocks is not None:
+            undo = np.argsort(self.fixed_permutation(nblk))
+            return pb[:, undo].reshape(p.shape).astype(np.float32)
+        mu = att.mean(axis=0).reshape(nblk, self.block_size)
+        # cost[n, i, j] = || mean block i - protected block j ||, from Gram terms (bounded memory)
+        d2 = (mu * mu).sum(1)[None, :, None] + np.einsum("njk,njk->nj", pb, pb)[:, None, :] \
+            - 2.0 * np.einsum("ik,njk->nij", mu, pb)
+        cost = np.sqrt(np.maximum(d2, 0.0))
+        col = pe_native.lsa_batch(cost)
+        if col is None:
+            col = assign(cost)
+        return np.take_along_axis(pb, col[:, :, None], axis=1).reshape(p.shape).astype(np.float32)
 
 
 def realignment_rate(a: np.ndarray, b: np.ndarray, block_size: int, seeds: tuple[int, int] = (1, 2)) -> float:

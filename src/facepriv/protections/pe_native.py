@@ -142,6 +142,29 @@ def load() -> ctypes.CDLL | None:
     return lib
 
 
+_announced = ""
+
+
+def active_path() -> str:
+    """Which PE-MIU path runs here: ``"compiled C"``, ``"numba"`` or ``"numpy"``; logged at INFO once.
+
+    The compiled library first, else the Numba JIT (no compiler needed), else numpy (exact, ~20x
+    slower); ``FACEPRIV_NO_NATIVE=1`` / ``FACEPRIV_NO_NUMBA=1`` skip a path.
+    """
+    global _announced
+    name = "compiled C"
+    if load() is None:
+        from facepriv.protections import pe_numba  # lazy: importing numba costs ~0.5 s
+
+        name = "numba" if pe_numba.load() is not None else "numpy"
+    if name != _announced:
+        _announced = name
+        why = {"compiled C": f"built with {_built_with}", "numba": "no usable C compiler or FACEPRIV_NO_NATIVE set",
+               "numpy": "no C compiler and no numba: about 20x slower"}[name]
+        log.info("PE-MIU comparator: %s path (%s)", name, why)
+    return name
+
+
 def build_info() -> str:
     """How the loaded library was built (for benchmarks and logs)."""
     lib = load()

@@ -76,6 +76,10 @@ class DeidAttack(Attack):
     method_params : dict or None
         Further constructor parameters of the image protection ``method`` (its own, beyond the
         common ones above); None = none.
+    postprocess : list of str or None
+        Also identify the stored photos after each of these post-processings (``jpeg:Q``,
+        ``resize:F`` downscale, ``blur:S`` Gaussian sigma), written as copies into separate
+        folders (never over a cloak); e.g. jpeg:95, jpeg:75, jpeg:50, resize:0.5, blur:1.5. None = none.
     """
 
     summary = "Photo cloaks (BIM / ILLC / push / your own) vs. closed-set identification: PSR@k per eps, source -> target"
@@ -111,6 +115,7 @@ class DeidAttack(Attack):
         max_gallery: int | None = None,
         seed: int = _CLOAK["seed"],
         method_params: dict[str, Any] | None = None,
+        postprocess: Sequence[str] | None = None,
     ) -> None:
         self.method = method
         self.source = source
@@ -128,6 +133,7 @@ class DeidAttack(Attack):
         self.max_gallery = max_gallery
         self.seed = seed
         self.method_params = method_params
+        self.postprocess = postprocess
 
     def validate_params(self) -> None:
         """Raise ParameterError naming the parameter at fault (no model is loaded)."""
@@ -145,6 +151,9 @@ class DeidAttack(Attack):
                                      param="targets")
             for t in self.targets:
                 _check_model_name("targets", t)
+        from facepriv.attacks.deid.postprocess import parse_list
+
+        parse_list(getattr(self, "postprocess", None), "postprocess")
         self.run_config("").protection()  # the image protection validates eps, alpha, jpeg_quality, ...
 
     def run_config(self, source: str, images: str = "", labels: str | None = None, cloak: Any = None):
@@ -190,7 +199,8 @@ class DeidAttack(Attack):
             run = run_cloaks(cfg, data.clean.ids.tolist(), data.clean.identity.tolist(), data.image_root,
                              work / "cloaks", overwrite=True)
             s = evaluate([run], targets, work / "eval", overwrite=True)
-        return outcome(s, src, targets)
+            post = _postprocessed(run, self.postprocess, targets, work)
+        return outcome(s, src, targets, post)
 
 
 def _check_model_name(param: str, name: Any) -> None:
@@ -204,8 +214,24 @@ def _check_model_name(param: str, name: Any) -> None:
         raise ParameterError(f"{param}: {exc}", param=param) from None
 
 
-def outcome(s: dict, src: str, targets: list[str]) -> AttackOutcome:
-    """The attack's result from an evaluation summary (in memory: PSR values carry their counts)."""
+def _postprocessed(run: Any, specs: Sequence[str] | None, targets: list[str], work: Path) -> dict[str, dict]:
+    """Evaluation summary of each post-processed copy of the run (copies in ``work/post/<label>``)."""
+    from facepriv.attacks.deid.evaluate import evaluate
+    from facepriv.attacks.deid.postprocess import parse_list, postprocess_run
+
+    out = {}
+    for pp in parse_list(specs, "postprocess"):
+        pr = postprocess_run(run, pp, work / "post" / pp.label, overwrite=True)
+        out[pp.label] = evaluate([pr], targets, work / "post" / pp.label / "eval", overwrite=True)
+    return out
+
+
+def outcome(s: dict, src: str, targets: list[str], post: dict[str, dict] | None = None) -> AttackOutcome:
+    """The attack's result from an evaluation summary (in memory: PSR values carry their counts).
+
+    ``post``: summaries of post-processed copies by label; they add ``psr@k_<target>_<label>_eps<E>``
+    metrics and a table per k (rows target x post-processing, columns eps).
+    """
     from facepriv.metrics.stats import wilson_interval
 
     n = int(s["runs"][0]["probes"])
@@ -227,5 +253,16 @@ def outcome(s: dict, src: str, targets: list[str]) -> AttackOutcome:
             m.update({f"{qk}_eps{key}": qv for qk, qv in qd.items() if isinstance(qv, (int, float))})
     curves = {"psr_vs_eps": {"x": [float(k) for k in keys], "xlabel": "eps (pixels, 0..255)",
                              "ylabel": "PSR@1 (%)", "series": series}}
+    tables = {}
+    if post:
+        for k in (1, 5):
+            rows = [[t, "published"] + [round(float(s["psr"][src][t][key][k]), 1) for key in keys] for t in targets]
+            for label, ps in post.items():
+                for t in targets:
+                    vals = [float(ps["psr"][src][t][key][k]) for key in keys]
+                    rows.append([t, label] + [round(v, 1) for v in vals])
+                    m.update({f"psr@{k}_{t}_{label}_eps{key}": v for key, v in zip(keys, vals, strict=True)})
+            tables[f"psr@{k} after post-processing (source {src})"] = {
+                "header": ["target", "post-processing"] + [f"eps {key}" for key in keys], "rows": rows}
     return AttackOutcome(headline=headline(f"psr@1 eps{top} ({src}->{targets[0]})", float(psr1), (100 * lo, 100 * hi),
-                                           "percent"), metrics=m, curves=curves)
+                                           "percent"), metrics=m, curves=curves, tables=tables)

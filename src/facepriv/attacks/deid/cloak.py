@@ -18,11 +18,12 @@ baseline is that same resized photo.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from facepriv.adversarial.core import bim, embedding_push, illc, least_likely_labels
+from facepriv.adversarial.core import sign_gradient_attack
 from facepriv.errors import ParameterError
 from facepriv.protections.image import Cloaked, SourcePipeline
 
@@ -72,11 +73,14 @@ class PhotoClassifier(torch.nn.Module):
         Sampling grid from :func:`affine_grid_from_matrix` for this batch of photos.
     head : torch.nn.Module or None
         Identification head (embeddings -> logits); None returns embeddings.
+    crop_transform : callable, optional
+        Applied to the aligned crops before the network (e.g. the DI transform).
     """
 
-    def __init__(self, net: torch.nn.Module, grid: torch.Tensor, head: torch.nn.Module | None) -> None:
+    def __init__(self, net: torch.nn.Module, grid: torch.Tensor, head: torch.nn.Module | None,
+                 crop_transform: Any = None) -> None:
         super().__init__()
-        self.net, self.grid, self.head = net, grid, head
+        self.net, self.grid, self.head, self.crop_transform = net, grid, head, crop_transform
 
     def crops(self, photos: torch.Tensor) -> torch.Tensor:
         """Aligned crops in [0, 1] (N, 3, h, w) of 0..255 photos (N, 3, H, W)."""
@@ -85,7 +89,8 @@ class PhotoClassifier(torch.nn.Module):
         )
 
     def forward(self, photos: torch.Tensor) -> torch.Tensor:
-        emb = self.net(self.crops(photos))
+        crops = self.crops(photos)
+        emb = self.net(crops if self.crop_transform is None else self.crop_transform(crops))
         return emb if self.head is None else self.head(emb)
 
 
@@ -100,6 +105,8 @@ def cloak_photos(
     alpha: float = 1.0,
     iterations: int | None = None,
     seeds: Sequence[int] | None = None,
+    ids: Sequence[str] | None = None,
+    transfer: Any = None,
 ) -> Cloaked:
     """Cloak a batch of same-size photos with BIM, ILLC or the embedding push.
 
@@ -110,12 +117,18 @@ def cloak_photos(
     labels : int (N,)
         True class index of each photo in ``source.head`` (and row of ``source.templates``).
     source : SourcePipeline
-        Source recognition module, its identification head, crop size and enrolled templates.
+        Source recognition module, its identification head, crop size and enrolled templates
+        (and the further models of an ensemble in ``source.members``).
     method : "bim" | "illc" | "push"
     eps, alpha, iterations
         Budget and step in 0..255 pixel units; iterations default min(eps+4, 1.25 eps).
     seeds : sequence of int (N,), optional
-        Per-photo seeds of the push's random start (default: the photo's index).
+        Per-photo seeds of the random choices (push's random start, DI, VMI); default the index.
+    ids : sequence of str, optional
+        Image ids (find an ensemble member's alignment matrix); needed with ``source.members``.
+    transfer : SignGradientCloak, optional
+        The cloak whose transfer options (momentum, diversity_prob, resize_rate, ti_kernel,
+        vmi_samples, eot) apply; None = the paper's plain method.
 
     Returns
     -------
@@ -123,23 +136,19 @@ def cloak_photos(
         uint8 photos with ``|cloak - photo| <= floor(eps)``, the loss on the clean photo and after
         the last step, and the ILLC target per photo.
     """
+    from facepriv.attacks.deid.transfer_cloak import cloak_loss, core_options
+
     if method not in METHODS:
         raise ParameterError(f"method: unknown cloak method {method!r}; choose from {', '.join(METHODS)}", param="method")
     x = torch.from_numpy(np.ascontiguousarray(photos)).permute(0, 3, 1, 2).float()
-    clf = source.photo_model(matrices, tuple(photos.shape[1:3]))
-    y = torch.as_tensor(labels, dtype=torch.long)
-    targets = None
-    if method == "bim":
-        res = bim(clf, x, y, eps=eps, alpha=alpha, iterations=iterations)
-    elif method == "illc":
-        t = least_likely_labels(clf, x)
-        targets = t.numpy().astype(np.int64)
-        res = illc(clf, x, t, eps=eps, alpha=alpha, iterations=iterations)
-    else:
-        emb = source.photo_model(matrices, tuple(photos.shape[1:3]), logits=False)
-        tpl = torch.as_tensor(np.asarray(source.templates)[np.asarray(labels)], dtype=torch.float32)
-        res = embedding_push(emb, x, tpl, eps=eps, alpha=alpha, iterations=iterations,
-                             seed=list(range(len(x))) if seeds is None else [int(s) for s in seeds])
+    seeds = list(range(len(x))) if seeds is None else [int(s) for s in seeds]
+    ids = [str(i) for i in range(len(x))] if ids is None else list(ids)
+    loss, maximize, targets = cloak_loss(source, matrices, tuple(photos.shape[1:3]), labels, ids, method, seeds,
+                                         transfer, x)
+    opts = core_options(transfer)
+    res = sign_gradient_attack(x, loss, eps=eps, alpha=alpha, iterations=iterations, maximize=maximize,
+                               random_start=method == "push", seed=seeds if method == "push" or opts.get("vmi_samples")
+                               else None, **opts)
     # alpha-steps from integer pixels with an integer eps stay integral; round for other choices
     # (rounding may not leave the budget: clip to the integers inside the eps-ball)
     e = float(np.floor(eps))

@@ -167,7 +167,8 @@ def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], r
     cls = {c: i for i, c in enumerate(info.classes)}
     model = get_model(cfg.source)
     aligner = get_aligner(model.card.alignment)
-    source = SourcePipeline(net=model.torch_module(), head=head, crop_hw=tuple(model.card.input_size), templates=means)
+    source = SourcePipeline(net=model.torch_module(), head=head, crop_hw=tuple(model.card.input_size), templates=means,
+                            name=cfg.source, classes=list(info.classes))
 
     # probes: working resolution, source detection + alignment matrix (no face -> listed, skipped)
     probes, photos, mats, no_face = [], [], [], []
@@ -183,6 +184,11 @@ def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], r
         probes.append((im, ident))
         photos.append(photo)
         mats.append(aligner.crop_matrix(res.landmarks))
+    members = list(getattr(prot, "ensemble", None) or [])
+    if cfg.source in members:
+        raise ParameterError(f"ensemble: {cfg.source} is the run's source model already; name the further models",
+                             param="ensemble")
+    source.members = [_member(root, split.gallery, m, cfg.seed, [p for p, _ in probes], photos) for m in members]
     if no_face:
         log.warning("%d probe(s) without a detectable face skipped: %s", len(no_face), ", ".join(p for p, _ in no_face[:10]))
     if not probes:
@@ -283,6 +289,23 @@ def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], r
     }
     write_json_atomic(out / "run.json", record)
     return CloakRun(out, record, rows)
+
+
+def _member(root: Path, gallery: list, name: str, seed: int, ids: list[str], photos: list) -> SourcePipeline:
+    """An ensemble member: its own gallery head and its own detector's matrix for each probe photo."""
+    from facepriv.models.alignment import get_aligner
+    from facepriv.models.zoo import get_model
+
+    head, info, means, _ = gallery_head(root, gallery, name, seed, None, save=False)
+    model = get_model(name)
+    aligner = get_aligner(model.card.alignment)
+    mats = {}
+    for im, photo in zip(ids, photos, strict=True):
+        res = aligner.align(photo)
+        if res.crop is not None:
+            mats[im] = aligner.crop_matrix(res.landmarks)
+    return SourcePipeline(net=model.torch_module(), head=head, crop_hw=tuple(model.card.input_size), templates=means,
+                          name=name, classes=list(info.classes), matrices=mats)
 
 
 def _floats(rates: dict) -> dict[int, float]:

@@ -71,9 +71,11 @@ def is_unprotected(protection: Any) -> bool:
 
 def protect_templates(protection: Any, es: EmbeddingSet) -> np.ndarray:
     """The templates the attacker holds: ``es`` protected by a fitted protection (or as they are)."""
+    from facepriv.attacks.base import protect_rows
+
     if is_unprotected(protection):
         return es.embeddings
-    return protection.transform(es.embeddings)
+    return protect_rows(protection, es.embeddings, es.identity)
 
 
 def preview_rows(identity: np.ndarray, n: int = N_PREVIEW) -> np.ndarray:

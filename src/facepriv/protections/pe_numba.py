@@ -1,0 +1,314 @@
+"""Numba path of the PE-MIU comparator: the fast path where no C compiler is available.
+
+:mod:`pe_native` compiles ``pe_native.c`` at first use; a slim container image or Windows may have
+no compiler. Numba (a PyPI wheel, no compiler needed) JIT-compiles the functions below instead.
+Per pair: the B x B Euclidean block costs from dot products (the Gram form of the numpy path),
+then the assignment, then the cosine of the re-ordered templates. The assignment takes a shortcut
+when each row's minimum is clearly (relative margin 1e-9) below the rest of its row and the minima
+fall in distinct columns (then that assignment is the unique optimum, and SciPy returns it);
+every other pair runs a port of SciPy's own algorithm (Crouse's shortest augmenting path, the same
+order of operations and tie-breaking as ``scipy.optimize.linear_sum_assignment``), so the scores
+equal the reference's, ties included. Rows of the score matrix run in parallel (``prange``).
+
+``FACEPRIV_NO_NUMBA=1`` disables this path (then the numpy path runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+try:  # this module is imported lazily (only when the comparator needs it): numba takes ~0.5 s to import
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - numba is a declared dependency
+    numba = None
+
+# Kernels at module level (not in a closure) so that Numba's on-disk cache (cache=True) applies:
+# compiled once (~10 s), then loaded in every later process.
+if numba is not None:
+
+    @njit(cache=True, nogil=True)
+    def sap(c, col4row, row4col, u, v, spc, path, sr, sc, rem, cur):
+        """One shortest augmenting path from free row cur (SciPy's steps, any feasible duals)."""
+        n = c.shape[0]
+        for j in range(n):
+            spc[j] = np.inf
+            path[j] = -1
+            sr[j] = False
+            sc[j] = False
+            rem[j] = n - 1 - j
+        cnt = n
+        i = cur
+        min_val = 0.0
+        sink = -1
+        while sink == -1:
+            sr[i] = True
+            lowest = np.inf
+            index = -1
+            for it in range(cnt):
+                j = rem[it]
+                r = min_val + c[i, j] - u[i] - v[j]
+                if r < spc[j]:
+                    path[j] = i
+                    spc[j] = r
+                if spc[j] < lowest or (spc[j] == lowest and row4col[j] == -1):
+                    lowest = spc[j]
+                    index = it
+            min_val = lowest
+            if min_val == np.inf:
+                return False
+            j = rem[index]
+            if row4col[j] == -1:
+                sink = j
+            else:
+                i = row4col[j]
+            sc[j] = True
+            cnt -= 1
+            rem[index] = rem[cnt]
+        u[cur] += min_val
+        for i in range(n):
+            if sr[i] and i != cur:
+                u[i] += min_val - spc[col4row[i]]
+        for j in range(n):
+            if sc[j]:
+                v[j] -= min_val - spc[j]
+        j = sink
+        while True:
+            i = path[j]
+            row4col[j] = i
+            prev = col4row[i]
+            col4row[i] = j
+            j = prev
+            if i == cur:
+                break
+        return True
+
+    @njit(cache=True, nogil=True)
+    def lsa(c, col4row, row4col, u, v, spc, path, sr, sc, rem):
+        """SciPy's algorithm: zero duals, every row free, rows augmented in order. False: failed."""
+        n = c.shape[0]
+        for j in range(n):
+            row4col[j] = -1
+            v[j] = 0.0
+            col4row[j] = -1
+            u[j] = 0.0
+        for cur in range(n):
+            if not sap(c, col4row, row4col, u, v, spc, path, sr, sc, rem, cur):
+                return False
+        return True
+
+    @njit(cache=True, nogil=True)
+    def fast_unique(c, col4row, row4col, u, v, spc, path, sr, sc, rem):
+        """An optimal assignment from a greedy start (row minima), and whether it is certified the
+        unique optimum: final reduced costs >= -eps/(4n) and no alternating cycle of tight edges
+        (reduced cost <= eps, eps = 1e-9 x the largest cost). Then any other assignment costs more
+        than 0.75 eps extra, far above rounding, so SciPy returns the same one. 1: certified,
+        0: not certified, -1: failed. Needs n <= 64 (columns kept in 64-bit masks)."""
+        n = c.shape[0]
+        cmax = 0.0
+        for i in range(n):
+            row4col[i] = -1
+            v[i] = 0.0
+        for i in range(n):
+            best = 0
+            for j in range(n):
+                if abs(c[i, j]) > cmax:
+                    cmax = abs(c[i, j])
+                if c[i, j] < c[i, best]:
+                    best = j
+            u[i] = c[i, best]
+            col4row[i] = -1
+            if row4col[best] == -1:
+                row4col[best] = i
+                col4row[i] = best
+        for cur in range(n):
+            if col4row[cur] == -1 and not sap(c, col4row, row4col, u, v, spc, path, sr, sc, rem, cur):
+                return -1
+        eps = 1e-9 * cmax + 1e-300
+        adj = np.zeros(n, np.uint64)
+        alive = np.uint64(0)
+        one = np.uint64(1)
+        for i in range(n):
+            j0 = col4row[i]
+            m = np.uint64(0)
+            for j in range(n):
+                r = c[i, j] - u[i] - v[j]
+                if r < -eps / (4 * n):
+                    return 0
+                if j != j0 and r <= eps:
+                    m |= one << np.uint64(j)
+            adj[j0] = m
+            if m:
+                alive |= one << np.uint64(j0)
+        while alive:  # peel columns with no edge into the kept set: left over = on or before a cycle
+            keep = np.uint64(0)
+            for j in range(n):
+                if (alive >> np.uint64(j)) & one and adj[j] & alive:
+                    keep |= one << np.uint64(j)
+            if keep == alive:
+                return 0
+            alive = keep
+        return 1
+
+    @njit(cache=True, nogil=True)
+    def assign(c, col, seen, ws_i, ws_f, ws_b):
+        """Assignment of c into col: the certified shortcut, else SciPy's algorithm."""
+        n = c.shape[0]
+        for j in range(n):
+            seen[j] = False
+        easy = True
+        for i in range(n):
+            best = 0
+            for j in range(1, n):
+                if c[i, j] < c[i, best]:
+                    best = j
+            margin = 1e-9 * abs(c[i, best])
+            for j in range(n):
+                if j != best and c[i, j] - c[i, best] <= margin:
+                    easy = False
+            if seen[best]:
+                easy = False
+            seen[best] = True
+            col[i] = best
+            if not easy:
+                break
+        if easy:
+            return True
+        if n <= 64:
+            r = fast_unique(c, col, ws_i[0], ws_f[0], ws_f[1], ws_f[2], ws_i[1], ws_b[0], ws_b[1], ws_i[2])
+            if r == 1:
+                return True
+        # ties or near ties (or B > 64): SciPy's algorithm from scratch, SciPy's tie-breaking
+        return lsa(c, col, ws_i[0], ws_f[0], ws_f[1], ws_f[2], ws_i[1], ws_b[0], ws_b[1], ws_i[2])
+
+    @njit(cache=True, parallel=True)
+    def pairwise(a, bt, sqa, sqb, norma, normb, out):
+        """All-pairs scores: a (Na, B, K), bt (Nb, K, B) (b's blocks side by side); returns failed pairs."""
+        na, n, k = a.shape
+        nb = bt.shape[0]
+        failed = 0
+        for p in prange(na):
+            g = np.empty((n, n))
+            c = np.empty((n, n))
+            col = np.empty(n, np.int64)
+            seen = np.empty(n, np.bool_)
+            ws_i = np.empty((3, n), np.int64)
+            ws_f = np.empty((3, n))
+            ws_b = np.empty((2, n), np.bool_)
+            for q in range(nb):
+                # inner loop over j: independent sums, vectorised (each sum still runs over t in order)
+                for i in range(n):
+                    for j in range(n):
+                        g[i, j] = 0.0
+                    for t in range(k):
+                        ait = a[p, i, t]
+                        for j in range(n):
+                            g[i, j] += ait * bt[q, t, j]
+                    for j in range(n):
+                        d2 = sqa[p, i] + sqb[q, j] - 2.0 * g[i, j]
+                        c[i, j] = np.sqrt(d2) if d2 > 0.0 else 0.0
+                if not assign(c, col, seen, ws_i, ws_f, ws_b):
+                    failed += 1
+                    out[p, q] = np.nan
+                    continue
+                s = 0.0
+                for i in range(n):
+                    s += g[i, col[i]]
+                den = norma[p] * normb[q]
+                out[p, q] = s / den if den > 0 else 0.0
+        return failed
+
+    @njit(cache=True, parallel=True)
+    def lsa_many(cost, out):
+        """SciPy's assignment of each (B, B) matrix of cost (N, B, B); returns failed problems."""
+        count, n, _ = cost.shape
+        failed = 0
+        for t in prange(count):
+            seen = np.empty(n, np.bool_)
+            ws_i = np.empty((3, n), np.int64)
+            ws_f = np.empty((3, n))
+            ws_b = np.empty((2, n), np.bool_)
+            col = np.empty(n, np.int64)
+            if not assign(cost[t], col, seen, ws_i, ws_f, ws_b):
+                failed += 1
+            out[t] = col
+        return failed
+
+
+def load():
+    """The JIT-compiled kernels, or None when Numba is missing or ``FACEPRIV_NO_NUMBA=1``.
+
+    A tuple (pairwise, lsa_many, get_num_threads, set_num_threads, fast_unique).
+    """
+    if os.environ.get("FACEPRIV_NO_NUMBA", "") not in ("", "0"):
+        return None
+    if numba is None:
+        return None
+    return pairwise, lsa_many, numba.get_num_threads, numba.set_num_threads, fast_unique
+
+
+def _prepared(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"templates must have shape (N, B, K), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("PE-MIU comparison failed: templates must be finite")
+    sq = np.einsum("pik,pik->pi", x, x)
+    return x, sq, np.sqrt(sq.sum(1))
+
+
+def pemiu_pairwise(a: np.ndarray, b: np.ndarray, threads: int = 1) -> np.ndarray | None:
+    """All-pairs PE-MIU scores of block-shaped templates (Na, B, K) x (Nb, B, K); None without Numba.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Templates cut into B blocks of size K.
+    threads : int
+        Numba threads (at most Numba's configured maximum).
+
+    Returns
+    -------
+    ndarray, shape (Na, Nb), or None
+    """
+    kern = load()
+    if kern is None:
+        return None
+    pairwise, _, get_threads, set_threads = kern[:4]
+    xa, sqa, norma = _prepared(a)
+    xb, sqb, normb = _prepared(b)
+    if xa.shape[1:] != xb.shape[1:]:
+        raise ValueError(f"block shapes differ: {xa.shape[1:]} vs {xb.shape[1:]}")
+    out = np.empty((len(xa), len(xb)))
+    from numba import config
+
+    before = get_threads()
+    set_threads(max(1, min(int(threads), config.NUMBA_NUM_THREADS)))
+    try:
+        failed = pairwise(xa, np.ascontiguousarray(xb.transpose(0, 2, 1)), sqa, sqb, norma, normb, out)
+    finally:
+        set_threads(before)
+    if failed:
+        raise ValueError("PE-MIU assignment failed: templates must be finite")
+    return out
+
+
+def lsa_batch(cost: np.ndarray) -> np.ndarray | None:
+    """SciPy's assignment of each (B, B) matrix of a batch (N, B, B); None without Numba."""
+    kern = load()
+    if kern is None:
+        return None
+    c = np.ascontiguousarray(cost, dtype=np.float64)
+    if c.ndim != 3 or c.shape[1] != c.shape[2]:
+        raise ValueError(f"cost must have shape (N, B, B), got {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError("assignment failed: cost matrices must be finite")
+    out = np.empty(c.shape[:2], dtype=np.int64)
+    if len(c) and c.shape[1] and kern[1](c, out):
+        raise ValueError("assignment failed: cost matrices must be finite")
+    return out
