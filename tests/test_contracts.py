@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import celeba_rows, dlib_templates
 
 from facepriv import testing
 from facepriv.attacks.base import AttackData
-from facepriv.embeddings import EmbeddingSet
 from facepriv.registry import available, create
 from facepriv.splits import split_two
 
@@ -18,35 +17,10 @@ N_IDS = 8
 PER_ID = 5
 
 
-def _rows(celeba_dir: Path) -> list[tuple[str, str, str]]:
-    """5 photos of 4 female and 4 male identities (sorted, so every machine picks the same)."""
-    with open(celeba_dir / "labels.csv", newline="") as f:
-        rows = [(r["image"], r["identity"], r["gender"]) for r in csv.DictReader(f) if r["gender"]]
-    by_id: dict[str, list] = {}
-    for r in sorted(rows):
-        by_id.setdefault(r[1], []).append(r)
-    out = []
-    for g in ("female", "male"):
-        ids = [i for i in sorted(by_id) if by_id[i][0][2] == g and len(by_id[i]) >= PER_ID][: N_IDS // 2]
-        out += [r for i in ids for r in by_id[i][:PER_ID]]
-    return out
-
-
 @pytest.fixture(scope="module")
 def real(celeba_dir):
-    """Aligned crops and dlib templates of 40 real photos."""
-    from facepriv.models.zoo import get_model
-    from facepriv.pipeline import align_images
-
-    rows = _rows(celeba_dir)
-    model = get_model("dlib_resnet")
-    ac = align_images(celeba_dir, [r[0] for r in rows], model.card.alignment)
-    keep = {im for im in ac.ids}
-    rows = [r for r in rows if r[0] in keep]
-    emb = model.embed(ac.crops)
-    es = EmbeddingSet(emb, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
-                      {"gender": np.array([r[2] for r in rows])}, "dlib_resnet", None)
-    return {"es": es, "model": model, "root": celeba_dir}
+    """Aligned crops and dlib templates of 40 real photos (5 of 4 female and 4 male people)."""
+    return dlib_templates(celeba_dir, celeba_rows(celeba_dir, N_IDS, PER_ID))
 
 
 def _protection_params(name: str, tmp_path: Path) -> dict | None:
@@ -96,7 +70,7 @@ def test_every_builtin_model_keeps_the_contract(name, celeba_dir):
     from facepriv.pipeline import align_images
 
     model = get_model(name)
-    rows = _rows(celeba_dir)[:4]
+    rows = celeba_rows(celeba_dir, N_IDS, PER_ID)[:4]
     ac = align_images(celeba_dir, [r[0] for r in rows], model.card.alignment)
     testing.check_model(model, ac.crops)
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import celeba_rows, dlib_templates
 
 from facepriv import testing
 from facepriv.attacks.base import AttackData
-from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
 from facepriv.metrics.saliency import integrated_gradients, map_agreement, pixel_map, resize_map
 from facepriv.registry import create
@@ -65,32 +62,9 @@ def test_map_helpers():
 
 
 # ----------------------------------------------------------------------------------- real faces
-def _rows(celeba_dir: Path, n_ids: int = 8, per_id: int = 5) -> list[tuple[str, str, str]]:
-    with open(celeba_dir / "labels.csv", newline="") as f:
-        rows = sorted((r["image"], r["identity"], r["gender"]) for r in csv.DictReader(f) if r["gender"])
-    by_id: dict[str, list] = {}
-    for r in rows:
-        by_id.setdefault(r[1], []).append(r)
-    out = []
-    for g in ("female", "male"):
-        ids = [i for i in sorted(by_id) if by_id[i][0][2] == g and len(by_id[i]) >= per_id][: n_ids // 2]
-        out += [r for i in ids for r in by_id[i][:per_id]]
-    return out
-
-
 @pytest.fixture(scope="module")
 def real(celeba_dir):
-    from facepriv.models.zoo import get_model
-    from facepriv.pipeline import align_images
-
-    rows = _rows(celeba_dir)
-    model = get_model("dlib_resnet")
-    ac = align_images(celeba_dir, [r[0] for r in rows], model.card.alignment)
-    keep = set(ac.ids)
-    rows = [r for r in rows if r[0] in keep]
-    es = EmbeddingSet(model.embed(ac.crops), np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
-                      {"gender": np.array([r[2] for r in rows])}, "dlib_resnet", None)
-    return {"es": es, "model": model, "root": celeba_dir, "crops": ac.crops}
+    return dlib_templates(celeba_dir, celeba_rows(celeba_dir))
 
 
 def test_completeness_on_a_real_face_through_the_recognition_network(real):

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import celeba_rows, dlib_templates
 
 from facepriv import testing
 from facepriv.attacks.base import AttackData
 from facepriv.attacks.score_only.estimate import RidgeMap, ScoreOnlyAttacker, unit_rows
 from facepriv.attacks.score_only.oracle import ScoreOracle, ScoringSystem
-from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
 from facepriv.protections.base import CosineComparator
 from facepriv.registry import create
@@ -64,29 +64,10 @@ def test_mean_template_baseline_uses_no_query():
 
 
 # ----------------------------------------------------------------------------------- real faces
-def _rows(celeba_dir: Path) -> list[tuple[str, str, str]]:
-    with open(celeba_dir / "labels.csv", newline="") as f:
-        rows = sorted((r["image"], r["identity"], r["gender"]) for r in csv.DictReader(f) if r["gender"])
-    by_id: dict[str, list] = {}
-    for r in rows:
-        by_id.setdefault(r[1], []).append(r)
-    ids = [i for i in sorted(by_id) if len(by_id[i]) >= PER_ID][:N_IDS]
-    return [r for i in ids for r in by_id[i][:PER_ID]]
-
-
 @pytest.fixture(scope="module")
 def real(celeba_dir):
     """dlib templates of 200 real CelebA photos (40 people), split into attacker / victim halves."""
-    from facepriv.models.zoo import get_model
-    from facepriv.pipeline import align_images
-
-    rows = _rows(celeba_dir)
-    model = get_model("dlib_resnet")
-    ac = align_images(celeba_dir, [r[0] for r in rows], model.card.alignment)
-    keep = set(ac.ids)
-    rows = [r for r in rows if r[0] in keep]
-    es = EmbeddingSet(model.embed(ac.crops), np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
-                      {"gender": np.array([r[2] for r in rows])}, "dlib_resnet", None)
+    es = dlib_templates(celeba_dir, celeba_rows(celeba_dir, N_IDS, PER_ID, balance_gender=False))["es"]
     att, vic = split_two(es.identity, 0.5, seed=3, strata=es.gender)
     return es, att, vic
 
