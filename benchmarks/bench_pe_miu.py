@@ -11,6 +11,11 @@ those rows are compared with the batched result (max |difference| must be <= 1e-
 
 Both wall-clock and process CPU time are reported (the machine may be shared). Process CPU time
 counts every thread of the process, so keep OpenBLAS to one thread (its idle threads spin).
+
+The compiled path is timed with every kernel this CPU runs (``--kernels``: portable double,
+AVX2+FMA float32, AVX-512 float32; the default ``auto`` one is what the comparator uses). For each
+the benchmark prints an arithmetic (FLOP) estimate per pair and the achieved fraction of this CPU's
+float32 matrix-multiply throughput, measured in the same run (numpy float32 matmul, one thread).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ def main() -> None:
     ap.add_argument("--ref-rows", type=int, default=20, help="rows of the matrix the reference loop scores")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts of the compiled path")
     ap.add_argument("--numpy", action="store_true", help="also time the pure numpy batched path (slow)")
+    ap.add_argument("--kernels", nargs="+", default=None,
+                    help="compiled kernels to time with 1 thread (default: all this CPU runs)")
+    ap.add_argument("--no-numba", action="store_true", help="skip the Numba path")
     ap.add_argument("--realign", action="store_true",
                     help="instead of timing: share of pairs whose true block order PE-MIU's re-alignment recovers, "
                     "for block sizes D/2 ... 4 (with --embeddings)")
@@ -61,7 +69,16 @@ def main() -> None:
     b = PEMIU(block_size=args.block_size, seed=2).transform(b_clean)
     nblk = a.shape[1] // args.block_size
     print(f"# PE-MIU pairwise benchmark: {len(a)} x {len(b)} {source}, block {args.block_size} (B={nblk})")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(f"# {platform.processor() or platform.machine()} ({_cpu_model()}), {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.1f}")
+    gflops_w, gflops_c = matmul_gflops()
+    print(f"float32 matmul 1024^3, 1 thread, best of 5: {gflops_w:.1f} GFLOP/s wall, {gflops_c:.1f} GFLOP/s CPU")
+    k = args.block_size
+    flop = {"block dot products 2 B^2 K": 2 * nblk * nblk * k, "costs ~4 B^2": 4 * nblk * nblk,
+            "assignment ~1000 (rough: ~34 Dijkstra steps x 16 lanes x 2 at B = 16)": 1000, "score 2 D": 2 * nblk * k}
+    flop_pair = sum(flop.values())
+    print(f"FLOP estimate per pair: {flop_pair} ({', '.join(f'{n} = {v}' for n, v in flop.items())}) "
+          f"-> {1e6 * flop_pair / (1e9 * gflops_c):.3f} us/pair at the matmul rate (CPU)")
 
     r = args.ref_rows
     w0, c0 = time.perf_counter(), time.process_time()
@@ -74,22 +91,31 @@ def main() -> None:
     runs = []
     lib = pe_native.load()
     if lib is not None:
-        counts: dict[str, int] = {}
-        pe_native.pemiu_pairwise(a.reshape(len(a), nblk, -1), b.reshape(len(b), nblk, -1), counts=counts)
         print(f"compiled path: {pe_native.build_info()}")
-        print(f"of all {n_pairs} pairs: {counts['float_unsettled']} not settled by the float check "
-              f"(AVX-512 kernel; double costs computed), {counts['double_unsettled']} of them not by the double "
-              f"check either (double fast solver), {counts['scipy_order']} solved in SciPy's order (ties)")
+        pa = pe_native.prepare(a.reshape(len(a), nblk, -1).astype(np.float64))
+        pb = pe_native.prepare(b.reshape(len(b), nblk, -1).astype(np.float64))
+        for kern in args.kernels or pe_native.kernels():
+            counts: dict[str, int] = {}
+            w0, c0 = time.perf_counter(), time.process_time()
+            res = pe_native.pemiu_pairwise(pa, pb, counts=counts, kernel=kern)
+            w, c = time.perf_counter() - w0, time.process_time() - c0
+            assert res is not None
+            print(f"kernel {kern}: {counts['float_unsettled']} of {n_pairs} pairs not settled by the float check "
+                  f"(float kernels; double costs computed), {counts['double_unsettled']} not by the double check "
+                  f"either, {counts['scipy_order']} solved in SciPy's order (ties); "
+                  f"achieved {100 * flop_pair * n_pairs / (1e9 * gflops_c) / c:.1f} % of the matmul rate (CPU)")
+            runs.append((f"compiled kernel {kern}, 1 thread (pe_native.pemiu_pairwise)", w, c, res[0]))
         for t in args.threads:
             comp = PEMIUComparator(args.block_size, threads=t)
             w0, c0 = time.perf_counter(), time.process_time()
             s = comp.pairwise(a, b)
-            runs.append((f"compiled, {t} thread(s)", time.perf_counter() - w0, time.process_time() - c0, s))
+            runs.append((f"compiled (comparator, kernel {pe_native.kernel_name()}), {t} thread(s)",
+                         time.perf_counter() - w0, time.process_time() - c0, s))
     else:
         print("compiled path unavailable (no C compiler)")
     from facepriv.protections import pe_numba
 
-    if pe_numba.load() is not None:
+    if not args.no_numba and pe_numba.load() is not None:
         pe_numba.pemiu_pairwise(a[:2].reshape(2, nblk, -1), b[:2].reshape(2, nblk, -1))  # JIT compile (cached)
         os.environ["FACEPRIV_NO_NATIVE"] = "1"
         for t in args.threads:
@@ -106,9 +132,47 @@ def main() -> None:
         runs.append(("numpy batched", time.perf_counter() - w0, time.process_time() - c0, s))
     for name, w, c, s in runs:
         diff = float(np.abs(s[:r] - ref).max())
-        print(f"{name}: {w:.2f} s wall ({1e6 * w / n_pairs:.2f} us/pair), {c:.2f} s CPU; "
-              f"speed-up vs reference {n_pairs * w_ref / w:.1f}x wall, {n_pairs * c_ref / c:.1f}x CPU; "
+        print(f"{name}: {w:.2f} s wall ({1e6 * w / n_pairs:.3f} us/pair), {c:.2f} s CPU ({1e6 * c / n_pairs:.3f} "
+              f"us/pair); speed-up vs reference {n_pairs * w_ref / w:.1f}x wall, {n_pairs * c_ref / c:.1f}x CPU; "
+              f"{100 * flop_pair * n_pairs / (1e9 * gflops_c) / c:.1f} % of the float32 matmul rate (CPU); "
               f"max |score - reference| = {diff:.2e}")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError:
+        return "?"
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    simd = [f for f in ("avx2", "fma", "avx512f") if f in flags]
+    return f"{model}; {' '.join(simd) or 'no AVX2'}"
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5) -> tuple[float, float]:
+    """Float32 matmul throughput of this CPU with one BLAS thread: (GFLOP/s by wall, by CPU time), best of ``repeats``."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+
+        one_thread = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:  # then OPENBLAS_NUM_THREADS=1 (see the docstring) must do it
+        one_thread = contextlib.nullcontext()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, n)).astype(np.float32)
+    y = rng.normal(size=(n, n)).astype(np.float32)
+    best_w = best_c = float("inf")
+    with one_thread:
+        x @ y  # warm up
+        for _ in range(repeats):
+            w0, c0 = time.perf_counter(), time.process_time()
+            x @ y
+            best_w = min(best_w, time.perf_counter() - w0)
+            best_c = min(best_c, time.process_time() - c0)
+    flop = 2.0 * n**3
+    return flop / best_w / 1e9, flop / max(best_c, 1e-9) / 1e9
 
 
 def realign(args: argparse.Namespace) -> None:

@@ -104,6 +104,9 @@ class Built:
 
 @pytest.fixture(scope="session")
 def built(assets, tmp_path_factory) -> Built:
+    from facepriv.protections import pe_native
+
+    pe_native.load()  # PE-MIU's kernel is compiled at first use (seconds): not inside a case's time budget
     return Built(assets, tmp_path_factory.mktemp("contract-runs"))
 
 
@@ -424,6 +427,7 @@ file_rows("embed", "embed {data} --labels {bad} --out {tmp}/o/E2.npz", bad_label
 flag_rows("embed", EMBED, "--batch-size", ["0", "-3", "x"])
 flag_rows("embed", EMBED, "--model", ["no_such_model", "no.such.module:Model"], r"no_such_model|no\.such\.module")
 flag_rows("embed", EMBED, "--model-param", ["depth=3", "novalue"], r"depth|--model-param")
+flag_rows("embed", EMBED, "--device", ["gpu0", "cuda:x"])
 row("embed/out=exists", EMBED.replace("{tmp}/o/E2.npz", "{E}"), r"E\.npz: already exists")
 row("embed/out=not_npz", EMBED.replace("E2.npz", "E2.csv"), r"--out .*E2\.csv")
 row("embed/out=labels_file", "embed {data} --labels {labels} --out {labels}", r"labels\.csv")
@@ -525,6 +529,10 @@ for v in SEEDS:
 row("run/data=missing", RUN + " --data {tmp}/no_such_folder", r"no_such_folder", _good_cfg)
 row("run/data=escape_link", RUN + " --data {bad}", r"bad_images/\S+: this symbolic link", lambda c: (_good_cfg(c), _set_bad(bad_images, "escape_link")(c)))
 row("run/labels=missing", RUN + " --data {data} --labels {tmp}/no.csv", r"no\.csv", _good_cfg)
+for v in ("local:0", "local:x", "http://host:1", "tcp://", "nowhere"):
+    row(f"run/scheduler={v}", [*RUN.split(), "--scheduler", v], r"--scheduler\b|\bscheduler\b", _good_cfg)
+# an address that does not answer: tests/test_dask_runner.py (importing dask alone can take longer
+# than this suite's 3 s budget on a loaded machine)
 row("run/out=file", "run {cfg} --out {E}", r"E\.npz", _good_cfg)
 row("run/out=config_file", "run {cfg} --out {cfg} --overwrite", r"cfg\.yaml", _good_cfg)
 row("run/out=not_a_run_folder", RUN.replace("{tmp}/o/run", "{bad}") + " --overwrite", r"bad_run",
@@ -550,6 +558,7 @@ flag_rows("reconstruct-train", RT, "--test-fraction", ["0", "1", "-0.1", "1.5"])
 flag_rows("reconstruct-train", RT, "--max-train", ["1", "-1"])
 flag_rows("reconstruct-train", RT, "--seed", SEEDS)
 flag_rows("reconstruct-train", RT, "--threads", ["0", "-1"])
+flag_rows("reconstruct-train", RT, "--device", ["gpu0"])
 flag_rows("reconstruct-train", RT + " --protection pe_miu", "--protection-seed", SEEDS)
 flag_rows("reconstruct-train", RT + " --protection pe_miu", "--block-size", ["48", "0"])
 flag_rows("reconstruct-train", RT, "--protection", ["no_such_protection"], r"no_such_protection")
@@ -565,6 +574,7 @@ for v in SEEDS[:1]:
         _set_bad(bad_rundir, "empty"))
 row("reconstruct-eval/max-test=-4", RE + " --max-test -4", r"--max-test", _set_bad(bad_rundir, "empty"))
 row("reconstruct-eval/threads=0", RE + " --threads 0", r"--threads", _set_bad(bad_rundir, "empty"))
+row("reconstruct-eval/device=gpu0", RE + " --device gpu0", r"--device", _set_bad(bad_rundir, "empty"))
 for v in ("no_such_model", "sface,no_such_model"):
     row(f"reconstruct-eval/judges={v}", RE + f" --judges {v}", r"--judges|no_such_model", _set_bad(bad_rundir, "empty"))
 RG = "reconstruct grid --embeddings {E} --images {data} --epochs 1 --test-fraction 0.5 --out {tmp}/o/grid"
@@ -588,6 +598,7 @@ file_rows("advface-extract", "advface extract --images {data} --labels {bad} --o
           LABEL_KINDS, r"bad\.csv")
 flag_rows("advface-extract", AX, "--model", ["no_such_model"], r"no_such_model")
 flag_rows("advface-extract", AX, "--cut", ["no_such_cut"], r"no_such_cut|--cut")
+flag_rows("advface-extract", AX, "--device", ["gpu0"])
 row("advface-extract/out=exists", AX.replace("{tmp}/o/F2.npz", "{F}"), r"F\.npz: already exists")
 row("advface-extract/out=labels", AX.replace("{tmp}/o/F2.npz", "{labels}") + " --overwrite", r"labels\.csv|--out")
 AT = "advface train --features {F} --images {data} --role shadow --epochs 1 --out {tmp}/o/at"
@@ -604,6 +615,7 @@ flag_rows("advface-train", AT, "--lr", ["-1", "0", "nan"])
 flag_rows("advface-train", AT, "--max-images", ["-3"])
 flag_rows("advface-train", AT, "--split-seed", SEEDS[:3])
 flag_rows("advface-train", AT, "--seed", SEEDS[:3])
+flag_rows("advface-train", AT, "--device", ["gpu0"])
 row("advface-train/out=file", AT.replace("{tmp}/o/at", "{P}"), r"P\.npz")
 row("advface-train/out=stale", AT.replace("{tmp}/o/at", "{bad}"), r"bad_run", _set_bad(bad_rundir, "stale"))
 AP = "advface protect --features {F} --method random_noise --out {tmp}/o/FP.npz"
@@ -615,6 +627,7 @@ flag_rows("advface-protect", AP, "--steps", ["0", "-1"])
 flag_rows("advface-protect", AP, "--bound", ["cube"])
 flag_rows("advface-protect", AP, "--method", ["magic"])
 flag_rows("advface-protect", AP, "--seed", SEEDS[:3])
+flag_rows("advface-protect", AP, "--device", ["gpu0"])
 row("advface-protect/advface_without_shadow", AP.replace("random_noise", "advface"), r"--shadow")
 file_rows("advface-protect", AP.replace("random_noise", "advface") + " --shadow {bad}", bad_rundir, RUNDIR_KINDS,
           r"bad_run")
@@ -628,6 +641,7 @@ for flag, vals in (("--eps", ["-0.2", "nan"]), ("--sweep", [",", "x", "-0.1"]), 
                    ("--offline-epochs", ["-1"]), ("--steps", ["0"]), ("--alpha", ["-1"]), ("--seed", SEEDS[:3]),
                    ("--parts", ["bogus"]), ("--main-arch", ["vgg"]), ("--bound", ["cube"])):
     flag_rows("advface-eval", AE, flag, vals)
+flag_rows("advface-eval", AE, "--device", ["gpu0"])
 row("advface-eval/shadow=no_arch", AE.replace("resrec={S}", "{S}"), r"--shadow")
 row("advface-eval/out=file", AE.replace("{tmp}/o/ae", "{E}"), r"E\.npz")
 
@@ -653,6 +667,7 @@ flag_rows("deid-run", DR, "--max-side", ["0", "-1"])
 flag_rows("deid-run", DR, "--batch-size", ["0"])
 flag_rows("deid-run", DR, "--threads", ["0", "-1"])
 flag_rows("deid-run", DR, "--method", ["magic"])
+flag_rows("deid-run", DR, "--device", ["gpu0"])
 flag_rows("deid-run", DR, "--source", ["no_such_model"], r"no_such_model|--source")
 row("deid-run/out=file", DR.replace("{tmp}/o/dr", "{E}"), r"E\.npz")
 row("deid-run/out=stale", DR.replace("{tmp}/o/dr", "{bad}"), r"bad_run", _set_bad(bad_rundir, "stale"))
@@ -661,6 +676,7 @@ file_rows("deid-eval", DE.replace("{D}", "{bad}"), bad_rundir, RUNDIR_KINDS, r"b
 for flag, vals in (("--ks", ["0", "-1", "x", ","]), ("--threads", ["0", "-1"]), ("--targets", ["no_such_model", ","])):
     flag_rows("deid-eval", DE, flag, vals, rf"{flag}\b|\b{flag[2:]}\b|no_such_model")
 row("deid-eval/out=file", DE.replace("{tmp}/o/de", "{E}"), r"E\.npz")
+flag_rows("deid-eval", DE, "--device", ["gpu0"])
 row("deid-eval/out_has_summary", DE, r"summary\.json: already exists",
     lambda c: ((c.tmp / "o" / "de").mkdir(parents=True), (c.tmp / "o" / "de" / "summary.json").write_text("{}")))
 # deid transfer-enhanced cloaks and post-processing (issue 16)

@@ -216,3 +216,69 @@ def test_per_user_keys_get_the_subject_labels(real):
     # few mated pairs (~150, 15 bins) bias a small Dsys upwards; the contrast with no protection is what counts
     plain = create("attack", "unlinkability", {}).run(_data(real, create("protection", "unprotected")))
     assert create("attack", "unlinkability", {}).run(data).headline["value"] < plain.headline["value"] - 0.4
+
+
+def test_key_pairs_draw_distinct_second_keys():
+    prot = create("protection", "polyprotect", {"overlap": 4, "seed": 424246})
+    assert rekeyed(prot, 11, 0).seed == rekeyed(prot, 11).seed  # pair 0 = the historical second key
+    seeds = {rekeyed(prot, 11, j).seed for j in range(5)}
+    assert len(seeds) == 5 and 424246 not in seeds
+
+
+def test_key_pairs_are_averaged_and_spread_reported(real):
+    from facepriv.registry import available
+
+    if "polyprotect" not in available("protection"):
+        pytest.skip("polyprotect is not registered in this checkout")
+    data = _data(real, create("protection", "polyprotect", {"overlap": 4, "seed": 424247}))
+    link = create("attack", "unlinkability", {"key_pairs": 3}).run(data)
+    m = link.metrics
+    assert m["key_pairs"] == 3 and len(m["dsys_per_pair"]) == 3
+    assert link.headline["value"] == pytest.approx(np.mean(m["dsys_per_pair"]))
+    assert m["dsys_min"] <= link.headline["value"] <= m["dsys_max"]
+    ren = create("attack", "renewability", {"key_pairs": 3}).run(data)
+    per = ren.metrics["failure_own_threshold_per_key_pair"]["0.01"]
+    assert len(per["failure_per_pair"]) == 3 and ren.metrics["n_photos"] == len(real["vic"])
+    assert ren.headline["value"] == pytest.approx(per["failure_mean"])  # pooled photos = mean over pairs
+    assert "424247" not in str(link.to_dict()) + str(ren.to_dict())
+    # no secret parameters: one "pair", whatever key_pairs says
+    plain = create("attack", "unlinkability", {"key_pairs": 4}).run(_data(real, create("protection", "unprotected")))
+    assert plain.metrics["key_pairs"] == 1
+
+
+@pytest.mark.parametrize("name", ["unlinkability", "renewability"])
+@pytest.mark.parametrize("bad", [0, 1.5, True, 1000])
+def test_bad_key_pairs_are_refused(name, bad):
+    with pytest.raises(ParameterError) as e:
+        create("attack", name, {"key_pairs": bad})
+    assert e.value.param == "key_pairs"
+
+
+@pytest.mark.parametrize("overlap", [0, 4])
+def test_batched_polyprotect_solve_is_no_worse_than_per_template_lm(overlap, real):
+    """On real dlib templates the batched solver reaches the per-template MINPACK LM optimum (or lower)."""
+    from scipy.optimize import least_squares
+
+    from facepriv.protections.polyprotect import REG, PolyProtect, polyprotect_key
+
+    es = real["es"]
+    vic, att = es.embeddings[real["vic"]][:12].astype(np.float64), es.embeddings[real["att"]].astype(np.float64)
+    pp = PolyProtect(m=5, overlap=overlap, seed=424248)
+    p = pp.transform(vic).astype(np.float64)
+    est = pp.invert(p, att).astype(np.float64)
+    mu = att.mean(0)
+    idx = pp.windows(vic.shape[1])
+    c, e = polyprotect_key(424248, 5)
+    pad = int(idx.max()) + 1 - vic.shape[1]
+
+    def resid(v, target):
+        vp = np.concatenate([v, np.zeros(pad)])
+        return np.concatenate([(c * vp[idx] ** e).sum(1) - target, REG * (v - mu)])
+
+    for r in range(len(p)):
+        ref = least_squares(resid, mu, args=(p[r],), method="lm", xtol=1e-10, ftol=1e-10).x
+        cost_ref, cost_new = (resid(ref, p[r]) ** 2).sum(), (resid(est[r], p[r]) ** 2).sum()
+        # float32 output: allow a small absolute slack on top of the optimum
+        assert cost_new <= 1.05 * cost_ref + 1e-9, (r, cost_new, cost_ref)
+    cos = (est * vic).sum(1) / np.linalg.norm(est, axis=1) / np.linalg.norm(vic, axis=1)
+    assert np.median(cos) > 0.85

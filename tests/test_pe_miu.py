@@ -26,6 +26,18 @@ def _reference_matrix(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return np.array([[reference_score(x, y, k) for y in b] for x in a])
 
 
+KERNELS = ["portable", "avx2", "avx512"]
+FLOAT_KERNELS = ["avx2", "avx512"]
+
+
+def _need_kernel(kernel: str) -> None:
+    """Skip unless the compiled library runs ``kernel`` on this CPU."""
+    if pe_native.load() is None:
+        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    if kernel not in pe_native.kernels():
+        pytest.skip(f"the {kernel} kernel does not run on this CPU / build (available: {pe_native.kernels()})")
+
+
 @pytest.fixture(params=["native", "numba", "numpy"])
 def path(request, monkeypatch):
     """Run a test on the compiled path (when a compiler exists), the Numba path and the numpy path."""
@@ -141,16 +153,16 @@ def _float_level_near_ties(count: int, n: int, rng: np.random.Generator, gap: fl
     return c
 
 
+@pytest.mark.parametrize("kernel", FLOAT_KERNELS)
 @pytest.mark.parametrize("n", [2, 5, 8, 12, 16])
 @pytest.mark.parametrize("kind", ["normal", "distances", "integer", "duplicate", "constant", "near_ties"])
-def test_float_solver_certified_only_when_scipy_agrees(n, kind):
-    """AVX-512 kernel, B <= 16: the float solver and its float check alone."""
-    if pe_native.load() is None or not pe_native.load().has_avx512():
-        pytest.skip("no AVX-512 kernel here")
+def test_float_solver_certified_only_when_scipy_agrees(n, kind, kernel):
+    """Float kernels (AVX2, AVX-512), B <= 16: the float solver and its float check alone."""
+    _need_kernel(kernel)
     rng = np.random.default_rng(n * 7 + len(kind))
     c = _float_level_near_ties(300, n, rng, 1e-6) if kind == "near_ties" else _cost_problems(kind, 300, n, rng)
     ref = np.stack([linear_sum_assignment(m)[1] for m in c])
-    res = pe_native.fast_lsa_batch(c, solver="float")
+    res = pe_native.fast_lsa_batch(c, solver="float", kernel=kernel)
     assert res is not None
     col, certified = res
     assert all(sorted(r) == list(range(n)) for r in col.tolist())
@@ -166,43 +178,85 @@ def test_float_solver_certified_only_when_scipy_agrees(n, kind):
         np.testing.assert_array_equal(fast_col, ref)
     if n == 16 and kind == "normal":
         with pytest.raises(ValueError):  # the float solver is for B <= 16
-            pe_native.fast_lsa_batch(np.ones((1, 17, 17)), solver="float")
+            pe_native.fast_lsa_batch(np.ones((1, 17, 17)), solver="float", kernel=kernel)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_native_scores_with_float_level_near_ties(dtype):
+def test_native_scores_with_float_level_near_ties(dtype, kernel):
     """Blocks that differ by ~1e-6: the float check cannot settle those pairs, the double path
     does; float64 templates (not float32-exact) bring in the error bound's input rounding."""
-    if pe_native.load() is None:
-        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    _need_kernel(kernel)
     rng = np.random.default_rng(11)
     x = rng.normal(size=(12, 16, 8))
     x[:, 1] = x[:, 0] + 1e-6 * rng.normal(size=(12, 8))  # two nearly equal blocks per template
     x = x.astype(dtype).astype(np.float64)
     y = rng.permuted(x, axis=1) + 1e-3 * rng.normal(size=x.shape)
     counts: dict[str, int] = {}
-    res = pe_native.pemiu_pairwise(x, y, counts=counts)
+    res = pe_native.pemiu_pairwise(x, y, counts=counts, kernel=kernel)
     assert res is not None
     ref = _reference_matrix(x.reshape(12, -1), y.reshape(12, -1), 8)
     np.testing.assert_allclose(res[0], ref, atol=1e-6, rtol=0)
-    if pe_native.load().has_avx512():
+    if kernel in FLOAT_KERNELS:
         assert counts["float_unsettled"] > 0
 
 
-def test_native_scores_of_huge_templates():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_native_scores_of_huge_templates(kernel):
     """Squared norms beyond float range: the double path alone."""
-    if pe_native.load() is None:
-        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    _need_kernel(kernel)
     rng = np.random.default_rng(12)
     x = rng.normal(size=(6, 8, 4)) * 1e20
     x[0, 0, 0] = 1e39  # beyond float range
     counts: dict[str, int] = {}
-    res = pe_native.pemiu_pairwise(x, x[::-1], counts=counts)
+    res = pe_native.pemiu_pairwise(x, x[::-1], counts=counts, kernel=kernel)
     assert res is not None
     ref = _reference_matrix(x.reshape(6, -1), x[::-1].reshape(6, -1), 4)
     np.testing.assert_allclose(res[0], ref, atol=1e-6, rtol=0)
-    if pe_native.load().has_avx512():
+    if kernel in FLOAT_KERNELS:
         assert counts["float_unsettled"] == 36
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("d", "k"), [(512, 32), (128, 8), (128, 16), (60, 5), (132, 2), (256, 8)])
+def test_each_kernel_matches_reference(kernel, d, k):
+    """Every kernel this CPU runs (B = 16, 16, 8, 12, 66, 32: float kernels for B <= 16, the
+    portable kernel beyond), on continuous, tied (integer) and near-duplicate templates."""
+    _need_kernel(kernel)
+    # integer templates: exact ties, resolved on the kernel's Gram-form double costs; with tiny
+    # blocks those can round differently from cdist's (known, documented limitation; see
+    # RESULTS_pe_miu.md, block size 1 has its own exact path), so ties only for k >= 5 here
+    for seed, integer in ((d + k, False), (d * k, True))[: 2 if k >= 5 else 1]:
+        x = _templates(30, d, seed=seed, integer=integer)
+        x[7] = x[3] + 1e-7  # near-duplicate templates: near ties in every block pair
+        p = PEMIU(block_size=k, seed=3).transform(x)
+        blocks = p.reshape(len(p), d // k, k).astype(np.float64)
+        counts: dict[str, int] = {}
+        res = pe_native.pemiu_pairwise(blocks[:12], blocks[12:], counts=counts, kernel=kernel)
+        assert res is not None
+        np.testing.assert_allclose(res[0], _reference_matrix(p[:12], p[12:], k), atol=1e-6, rtol=0)
+        if integer and d // k <= 16:
+            assert res[1] > 0  # ties reached the SciPy-order solver
+
+
+def test_kernel_choice_is_validated_and_logged(monkeypatch, caplog):
+    if pe_native.load() is None:
+        pytest.skip("no C compiler: the compiled PE-MIU path is unavailable here")
+    avail = pe_native.kernels()
+    assert "portable" in avail
+    assert pe_native.kernel_name() == avail[-1]  # the fastest available: avx512 > avx2 > portable
+    x = np.ones((2, 4, 4))
+    with pytest.raises(ValueError, match="unknown kernel"):
+        pe_native.pemiu_pairwise(x, x, kernel="sse9")
+    for name in ("avx2", "avx512"):
+        if name not in avail:
+            with pytest.raises(ValueError, match="not available"):
+                pe_native.pemiu_pairwise(x, x, kernel=name)
+    monkeypatch.delenv("FACEPRIV_NO_NATIVE", raising=False)
+    monkeypatch.setattr(pe_native, "_announced", "")
+    with caplog.at_level("INFO", logger="facepriv.protections.pe_native"):
+        assert pe_native.active_path() == "compiled C"
+    assert pe_native.KERNEL_INFO[pe_native.kernel_name()] in caplog.text
 
 
 def test_non_finite_templates_are_rejected(path):

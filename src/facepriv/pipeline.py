@@ -304,6 +304,7 @@ def embed_folder(
     labels_csv: str | os.PathLike[str] | None = None,
     batch_size: int = 32,
     cache: bool = True,
+    device: str = "cpu",
 ):
     """Detect, align and embed the images of a dataset folder.
 
@@ -321,6 +322,9 @@ def embed_folder(
         Crops per forward pass.
     cache : bool
         Use the crops cache.
+    device : str
+        Resolved torch device of the embedding (:func:`facepriv.device.resolve_device`);
+        detection and alignment run on the CPU.
 
     Returns
     -------
@@ -337,6 +341,7 @@ def embed_folder(
     """
     from facepriv.datasets.folder import dataset_labels
     from facepriv.embeddings import EmbeddingSet
+    from facepriv.models.base import embed_on
     from facepriv.models.zoo import get_model
     from facepriv.progress import progress
 
@@ -359,7 +364,7 @@ def embed_folder(
         raise NoFaceError(root, list(ac.failures))
     emb = np.empty((len(ac), model.card.embedding_dim), dtype=np.float32)
     for i in progress(range(0, len(ac), batch_size), desc=f"embed ({model.name})", unit="batch"):
-        emb[i : i + batch_size] = model.embed(ac.crops[i : i + batch_size])
+        emb[i : i + batch_size] = embed_on(model, ac.crops[i : i + batch_size], device)
     row = labels.index()
     keep = [row[i] for i in ac.ids]
     attrs = {k: np.array([v[j] for j in keep], dtype=str) for k, v in labels.attributes.items()}

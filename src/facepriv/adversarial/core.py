@@ -18,6 +18,10 @@ clean input plus uniform noise in ``[-eps, eps]`` (clipped to the box), drawn fr
 needs it: when the enrolled template is the photo's own embedding, the clean photo is the maximum
 of the cosine similarity, where the gradient is zero and a sign step goes nowhere. BIM and ILLC
 start at the clean input, as in the paper.
+
+Devices: the attack runs where ``x`` and the loss's networks are (CPU or CUDA); every random draw
+(random start, VMI neighbours) is made on the CPU generators in float64 and then moved to ``x``'s
+device, so a seed gives the same noise on any device and CPU results are unchanged.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def random_start_point(
     then depends only on its own seed, whatever batch it is in).
     """
     u = _uniform(x.shape, _generators(seed, x.shape[0]))
-    delta = ((2.0 * u - 1.0) * float(eps)).to(x.dtype)
+    delta = ((2.0 * u - 1.0) * float(eps)).to(device=x.device, dtype=x.dtype)  # drawn on the CPU: same on any device
     if mask is not None:
         delta = delta * mask
     return torch.clamp(x + delta, min=lower, max=upper)
@@ -248,7 +252,7 @@ def _neighbour_mean_grad(loss_fn: LossFn, x: torch.Tensor, gens: list[torch.Gene
     total = torch.zeros_like(x)
     for _ in range(samples):
         u = _uniform(x.shape, gens)
-        nb = x.detach() + ((2.0 * u - 1.0) * float(radius)).to(x.dtype)
+        nb = x.detach() + ((2.0 * u - 1.0) * float(radius)).to(device=x.device, dtype=x.dtype)
         total = total + _loss_and_grad(loss_fn, nb, x.shape[0], ti_kernel)[1]
     return total / samples
 

@@ -116,7 +116,7 @@ def ensemble_loss(loss_fns: Sequence[LossFn], weights: torch.Tensor | None = Non
         parts = torch.stack([f(x) for f in loss_fns])  # (M, N)
         if weights is None:
             return parts.mean(0)
-        wt = weights.to(parts.dtype)
+        wt = weights.to(device=parts.device, dtype=parts.dtype)  # the CPU tensor itself on the CPU
         return (parts * wt).sum(0) / wt.sum(0)
 
     return loss

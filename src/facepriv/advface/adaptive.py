@@ -47,17 +47,25 @@ def attacker_copy(method: str, eps: float, decoder: nn.Module, system: SplitSyst
 
 
 def finetune_decoder(decoder: nn.Module, features: np.ndarray, crops: np.ndarray, size: int, epochs: int, lr: float,
-                     batch_size: int, seed: int) -> nn.Module:
+                     batch_size: int, seed: int, device: str = "cpu", amp: bool | None = None) -> nn.Module:
     """A copy of ``decoder`` fine-tuned with the L1 loss on (features, crops); seeded batch order.
 
-    The original decoder is left untouched (the non-adaptive attacker keeps it).
+    The original decoder is left untouched (the non-adaptive attacker keeps it). ``device`` runs
+    the fine-tuning there, with mixed precision on CUDA unless ``amp`` is False (see
+    :func:`facepriv.device.resolve_amp`); the copy is returned on the CPU.
     """
+    from facepriv.device import autocast, grad_scaler, resolve_amp
+
+    use_amp = resolve_amp(device, amp)
     dec = copy.deepcopy(decoder)
     for p in dec.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.Adam(dec.parameters(), lr=lr)
     z = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     x = images_to_tensor(crops, size)
+    if device != "cpu":
+        dec, z, x = dec.to(device), z.to(device), x.to(device)
+    opt = torch.optim.Adam(dec.parameters(), lr=lr)
+    scaler = grad_scaler(device, use_amp)
     rng = np.random.default_rng(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -68,11 +76,22 @@ def finetune_decoder(decoder: nn.Module, features: np.ndarray, crops: np.ndarray
                 idx = torch.from_numpy(order[i : i + batch_size])
                 if len(idx) < 2:  # BatchNorm needs two samples
                     continue
-                loss = (dec(z[idx]) - x[idx]).abs().mean()
+                if device == "cpu":
+                    loss = (dec(z[idx]) - x[idx]).abs().mean()
+                else:
+                    idx = idx.to(device)
+                    with autocast(device, use_amp):
+                        out = dec(z[idx])
+                    loss = (out.float() - x[idx]).abs().mean()
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    return dec.eval()
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+    return dec.eval() if device == "cpu" else dec.to("cpu").eval()
 
 
 def adaptive_rows(
@@ -104,7 +123,8 @@ def adaptive_rows(
     for method in progress(methods, desc="adaptive attacker (methods)"):
         for e in eps_values:
             own = attacker_copy(method, float(e), decoder, ctx.system, alpha, steps, bound, seed).transform(own_features)
-            adapted = finetune_decoder(decoder, own, own_crops, size, epochs, lr, batch_size, seed)
+            adapted = finetune_decoder(decoder, own, own_crops, size, epochs, lr, batch_size, seed,
+                                       device=ctx.system.device)
             z = protected(method, float(e))
             base, _ = ctx.evaluate(method, e, arch, decoder, z)
             adap, _ = ctx.evaluate(method, e, f"{arch} (adaptive)", adapted, z)

@@ -209,7 +209,8 @@ def prepare(p: Any, data: AttackData) -> Prepared:
     from facepriv.advface.split import SplitSystem
     from facepriv.advface.train import DecoderConfig, can_resume, train_decoder
 
-    system = SplitSystem.create(data.model.name, p.cut)
+    device = getattr(data, "device", "cpu")  # the run's --device, resolved by the runner
+    system = SplitSystem.create(data.model.name, p.cut, device=device)
     identity_of = dict(zip(data.clean.ids.tolist(), data.clean.identity.tolist(), strict=True))
     faces = faces_from_crops(data.aligned_faces(system.alignment), identity_of)
     fs = extract_features(faces, system)
@@ -226,7 +227,7 @@ def prepare(p: Any, data: AttackData) -> Prepared:
         # resume this cell's own checkpoint when it was made with the same settings, else start again
         resume = run is not None and can_resume(run, cfg)
         decoders[role] = train_decoder(fs.features[idx], faces.crops[idx], cfg, run, client=system.client,
-                                       resume=resume, overwrite=not resume)
+                                       resume=resume, overwrite=not resume, device=device)
         runs[role + "s"] = {p.arch: str(run) if run is not None else "(in memory)"}
         configs[role] = cfg
     return Prepared(system, faces, fs, roles, decoders, runs, configs)

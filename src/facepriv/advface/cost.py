@@ -64,7 +64,7 @@ def shadow_size_rows(
     for size in progress(sorted(set(int(s) for s in sizes)), desc="shadow training-set sizes"):
         idx = cap_rows(len(features), size, seed)
         c = dataclasses.replace(cfg, n_train=len(idx))
-        shadow = train_decoder(features[idx], crops[idx], c, None, client=ctx.system.client)
+        shadow = train_decoder(features[idx], crops[idx], c, None, client=ctx.system.client, device=ctx.system.device)
         for e in eps_values:
             z = AdvFace(eps=float(e), alpha=alpha, steps=steps, bound=bound, seed=seed).use_shadow(
                 shadow, ctx.system).transform(ctx.clean.features)

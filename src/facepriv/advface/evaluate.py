@@ -25,6 +25,7 @@ from facepriv.advface.data import AlignedFaces
 from facepriv.advface.features import FeatureSet
 from facepriv.advface.split import SplitSystem
 from facepriv.advface.train import images_to_tensor
+from facepriv.device import module_on
 from facepriv.metrics import image_quality as iq
 from facepriv.metrics.kfold import kfold_accuracy
 from facepriv.metrics.protocol import PairsProtocol, make_pairs
@@ -87,7 +88,9 @@ class EvalContext:
             enrolled = self.system.describe(protected)
         else:
             with torch.inference_mode():
-                enrolled = server(torch.from_numpy(protected)).numpy()
+                dev = self.system.device
+            z = torch.from_numpy(protected)
+            enrolled = (server(z) if dev == "cpu" else module_on(server, dev)(z.to(dev)).cpu()).numpy()
         pos = {s: i for i, s in enumerate(self.clean.ids)}
         i1 = np.array([pos[s] for s in self.protocol.id1])
         i2 = np.array([pos[s] for s in self.protocol.id2])
@@ -99,9 +102,13 @@ class EvalContext:
     def attack(self, attacker: nn.Module, protected: np.ndarray, batch: int = 64) -> torch.Tensor:
         """Reconstructions of the stored features by the attacker's network, (N, 3, S, S)."""
         attacker.eval()
+        dev = self.system.device
         with torch.inference_mode():
             z = torch.from_numpy(np.ascontiguousarray(protected, dtype=np.float32))
-            return torch.cat([attacker(z[i : i + batch]) for i in range(0, len(z), batch)])
+            if dev == "cpu":
+                return torch.cat([attacker(z[i : i + batch]) for i in range(0, len(z), batch)])
+            net = module_on(attacker, dev)
+            return torch.cat([net(z[i : i + batch].to(dev)).cpu() for i in range(0, len(z), batch)])
 
     def evaluate(self, method: str, eps: float, attacker_name: str, attacker: nn.Module,
                  protected: np.ndarray, server: nn.Module | None = None) -> tuple[MethodResult, torch.Tensor]:
@@ -135,11 +142,14 @@ def finetune_server(system: SplitSystem, adv: np.ndarray, clean: np.ndarray, epo
     """
     import copy
 
+    dev = system.device
     server = copy.deepcopy(system.server)
     for p in server.parameters():
         p.requires_grad_(True)
     target = torch.from_numpy(system.describe(clean))
     z = torch.from_numpy(np.ascontiguousarray(adv, dtype=np.float32))
+    if dev != "cpu":  # the system's device; the returned server is on the CPU
+        server, target, z = server.to(dev), target.to(dev), z.to(dev)
     opt = torch.optim.Adam(server.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     server.train()
@@ -149,6 +159,7 @@ def finetune_server(system: SplitSystem, adv: np.ndarray, clean: np.ndarray, epo
             order = rng.permutation(len(z))
             for i in range(0, len(order), batch):
                 idx = torch.from_numpy(order[i : i + batch])
+                idx = idx if dev == "cpu" else idx.to(dev)
                 loss = (1.0 - nn.functional.cosine_similarity(server(z[idx]), target[idx])).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -156,4 +167,4 @@ def finetune_server(system: SplitSystem, adv: np.ndarray, clean: np.ndarray, epo
     server.eval()
     for p in server.parameters():
         p.requires_grad_(False)
-    return server
+    return server if dev == "cpu" else server.to("cpu")

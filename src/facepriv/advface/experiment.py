@@ -251,17 +251,18 @@ def load_runs(features: FeatureSet, shadows: dict[str, str], attackers: dict[str
 
 
 def evaluate_runs(features: FeatureSet, images_root: str | Path, shadows: dict[str, str], attackers: dict[str, str],
-                  out_dir: str | Path, **params) -> dict:
+                  out_dir: str | Path, device: str = "cpu", **params) -> dict:
     """:func:`run_experiment` on a feature file's features and trained decoder run folders.
 
     ``params`` are :func:`run_experiment`'s keyword parameters except ``split_seed`` (read from
     the runs). The crops of the evaluation photos are aligned from ``images_root`` with the
-    model's alignment recipe.
+    model's alignment recipe. ``device`` (resolved) is where the system, the decoders and the
+    attacks run.
     """
     from facepriv.advface.train import load_decoder
 
     split_seed = load_runs(features, shadows, attackers)
-    system = SplitSystem.create(features.model, features.cut)
+    system = SplitSystem.create(features.model, features.cut, device=device)
     sh = {a: load_decoder(r, system.client)[0] for a, r in shadows.items()}
     at = {a: load_decoder(r, system.client)[0] for a, r in attackers.items()}
     return run_experiment(features, lambda ev: faces_for(ev, images_root, system.alignment), system, sh, at,

@@ -36,6 +36,7 @@ from facepriv.advface.params import (
     check_seed,
 )
 from facepriv.advface.split import SplitSystem
+from facepriv.device import module_on
 from facepriv.errors import ParameterError
 from facepriv.protections.base import FeatureProtection
 from facepriv.registry import register
@@ -138,7 +139,7 @@ class AdvFace(FeatureProtection):
             raise ParameterError("shadow: advface needs a trained shadow decoder (a run folder of "
                                  "`facepriv advface train --role shadow`)", param="shadow")
         cfg = load_config(self.shadow)
-        self.system_ = SplitSystem.create(cfg.model, cfg.cut)
+        self.system_ = SplitSystem.create(cfg.model, cfg.cut, device=getattr(self, "device_", "cpu"))
         dec, _ = load_decoder(self.shadow, self.system_.client)
         self.shadow_ = batch_stat_bn(dec)
         self.feature_shape_ = tuple(cfg.feature_shape)
@@ -154,12 +155,30 @@ class AdvFace(FeatureProtection):
                 f"({self.system_.model_name} cut at {self.system_.cut}: {self.feature_shape_})"
             )
         z = torch.from_numpy(np.ascontiguousarray(x0))
-        out = [self.protect_batch(z[i : i + self.batch_size])[1] for i in range(0, len(z), self.batch_size)]
+        dev = getattr(self.system_, "device", "cpu")
+        if dev == "cpu":
+            out = [self.protect_batch(z[i : i + self.batch_size])[1] for i in range(0, len(z), self.batch_size)]
+        else:  # the system's device: the shadow decoder and E run there, the features come back
+            out = [self.protect_batch(z[i : i + self.batch_size].to(dev))[1].cpu() for i in range(0, len(z), self.batch_size)]
         return torch.cat(out).numpy() if out else x0.copy()
 
+    def on_device(self, device: str) -> AdvFace:
+        """Run the protection on ``device`` (resolved): the system loaded by :meth:`fit` is put there."""
+        self.device_ = device
+        if hasattr(self, "system_") and self.system_.device != device:
+            from dataclasses import replace
+
+            self.system_ = replace(self.system_, device=device)
+        return self
+
     def protect_batch(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(shadow feature z~ = E(S(z)), adversarial feature) for one batch of feature maps."""
-        S, E = self.shadow_, self.system_.client
+        """(shadow feature z~ = E(S(z)), adversarial feature) for one batch of feature maps.
+
+        ``z`` is on the system's device (the shadow decoder and E run there).
+        """
+        dev = getattr(self.system_, "device", "cpu")
+        S = self.shadow_ if dev == "cpu" else module_on(self.shadow_, dev)
+        E = self.system_.client if dev == "cpu" else self.system_.client_on
         with torch.no_grad():
             x_shadow = S(z)  # x~ = S(z)
             z_shadow = E(self.system_.to_input(x_shadow))  # z~ = E(x~)

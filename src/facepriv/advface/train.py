@@ -8,6 +8,12 @@ the batch-order generator's state; written atomically every epoch, loaded with
 finished epoch and gives exactly the weights of an uninterrupted run: the initial weights come
 from the run's seed only (a private torch generator state, the process's global one untouched)
 and the batch order from a generator whose state is in the checkpoint.
+
+``device`` trains on a resolved torch device (initial weights and batch orders are still drawn on
+the CPU; checkpoints hold CPU tensors; the decoder is returned on the CPU). On CUDA, mixed
+precision (bfloat16 autocast, or float16 with a gradient scaler) is on unless ``amp=False``; on
+the CPU it is always off and nothing changes. The AMP setting used is recorded in ``config.json``
+(``amp``); it is not a resume key (a run may be continued with another setting).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch import nn
 
 from facepriv.advface.decoders import build_decoder
 from facepriv.advface.params import check_decoder_params
+from facepriv.device import autocast, cpu_state, grad_scaler, resolve_amp
 from facepriv.errors import InputFileError, OutputExistsError, ParameterError
 from facepriv.fileio import atomic_path, write_json_atomic
 from facepriv.progress import progress
@@ -55,15 +62,16 @@ class DecoderConfig:
     role: str
     split_seed: int
     n_train: int
+    amp: bool = False  # mixed precision used (CUDA only); recorded, not compared on resume
 
     def validate(self) -> None:
         """Raise ParameterError naming the parameter (``size`` for ``out_size``)."""
         check_decoder_params(self.arch, self.out_size, self.epochs, self.batch_size, self.lr, self.seed)
 
     def differences(self, other: DecoderConfig) -> list[str]:
-        """``field: this != other`` for every field that differs."""
+        """``field: this != other`` for every field that differs (``amp`` is not compared)."""
         return [f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
-                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+                for f in fields(self) if f.name != "amp" and getattr(self, f.name) != getattr(other, f.name)]
 
 
 def images_to_tensor(images: np.ndarray, size: int) -> torch.Tensor:
@@ -184,6 +192,8 @@ def train_decoder(
     client: nn.Module | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    device: str = "cpu",
+    amp: bool | None = None,
 ) -> nn.Module:
     """Train a reconstruction network with the L1 loss (in memory; checkpoints with a run folder).
 
@@ -201,11 +211,16 @@ def train_decoder(
     resume, overwrite : bool
         Continue the run's checkpoint / start again in an existing run folder
         (:func:`check_run_folder`). Resuming needs the same config the run was started with.
+    device : str
+        Resolved torch device of the training (default the CPU).
+    amp : bool, optional
+        Mixed precision on CUDA (None: on for CUDA); always off on the CPU. The setting used is
+        written to ``config.json`` as ``amp``.
 
     Returns
     -------
     nn.Module
-        The trained decoder in eval mode.
+        The trained decoder in eval mode, on the CPU.
     """
     cfg.validate()
     if len(features) != len(images):
@@ -216,8 +231,16 @@ def train_decoder(
         raise ParameterError(f"features have shape {features.shape[1:]}, the config expects {cfg.feature_shape}")
     out = None if out_dir is None else Path(out_dir)
     cont = out is not None and check_run_folder(out, resume, overwrite)
-    dec = _build(cfg, client)
+    use_amp = resolve_amp(device, amp)
+    if use_amp != cfg.amp:
+        from dataclasses import replace
+
+        cfg = replace(cfg, amp=use_amp)
+    dec = _build(cfg, client)  # initial weights drawn on the CPU: the same on any device
+    if device != "cpu":
+        dec = dec.to(device)
     opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
+    scaler = grad_scaler(device, use_amp)
     rng = np.random.default_rng(cfg.seed)
     start = 0
     if out is not None:
@@ -245,6 +268,8 @@ def train_decoder(
         write_json_atomic(out / CONFIG, asdict(cfg))
     z_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     x_all = images_to_tensor(images, cfg.out_size)
+    if device != "cpu":
+        z_all, x_all = z_all.to(device), x_all.to(device)
     for epoch in range(start, cfg.epochs):
         dec.train()
         order = rng.permutation(len(z_all))
@@ -254,10 +279,21 @@ def train_decoder(
             idx = torch.from_numpy(order[i : i + cfg.batch_size])
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            loss = (dec(z_all[idx]) - x_all[idx]).abs().mean()
+            if device == "cpu":
+                loss = (dec(z_all[idx]) - x_all[idx]).abs().mean()
+            else:
+                idx = idx.to(device)
+                with autocast(device, use_amp):
+                    out_b = dec(z_all[idx])
+                loss = (out_b.float() - x_all[idx]).abs().mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:  # float16 autocast: scale the loss so small gradients survive
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             lv = float(loss.detach())
             total += lv * len(idx)
             bar.set_postfix(l1=f"{lv:.4f}")
@@ -265,9 +301,12 @@ def train_decoder(
                  len(order) / (time.perf_counter() - t0))
         dec.eval()
         if out is not None:
+            on_cpu = device == "cpu"
             with atomic_path(out / CHECKPOINT) as tmp:
-                torch.save({"state_dict": dec.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                torch.save({"state_dict": dec.state_dict() if on_cpu else cpu_state(dec.state_dict()),
+                            "optimizer": opt.state_dict() if on_cpu else cpu_state(opt.state_dict()), "epoch": epoch + 1,
                             "train_l1": total / len(order), "rng_state": json.dumps(rng.bit_generator.state)}, tmp)
             with torch.no_grad():
-                save_grid(x_all[:8], dec(z_all[:8]), out / f"samples_epoch{epoch + 1:03d}.png")
-    return dec.eval()
+                save_grid(x_all[:8].cpu(), dec(z_all[:8]).float().cpu(), out / f"samples_epoch{epoch + 1:03d}.png")
+    return dec.eval() if device == "cpu" else dec.to("cpu").eval()
+

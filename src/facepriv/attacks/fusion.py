@@ -56,7 +56,8 @@ def fuse(sorted_scores: np.ndarray, rule: str, n: int) -> np.ndarray:
     """Fuse the top ``n`` of descending-sorted scores (P, >= n) with ``rule``, shape (P,)."""
     if n < 1 or n > sorted_scores.shape[1]:
         raise ParameterError(f"top-n {n} must be between 1 and the {sorted_scores.shape[1]} available scores")
-    return sorted_scores[:, :n] @ rank_weights(rule, n)
+    # column-major, as the dense path's class columns always were: the same summation order, the same bits
+    return np.asfortranarray(sorted_scores[:, :n]) @ rank_weights(rule, n)
 
 
 def cap_top_n(top_n: Sequence[int], gallery_size: int, what: str = "gallery") -> list[int]:

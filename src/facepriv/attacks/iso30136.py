@@ -35,9 +35,11 @@ from facepriv.registry import register
 __all__ = ["Identification", "Irreversibility", "Renewability", "Unlinkability", "rekeyed"]
 
 _KEY_STREAM = 30136  # separates the second-key draws from any other use of the cell seed
+#: second keys (key pairs) drawn by the unlinkability and renewability attacks by default
+KEY_PAIRS = 5
 
 
-def rekeyed(protection: Any, seed: int) -> Any:
+def rekeyed(protection: Any, seed: int, pair: int = 0) -> Any:
     """A fresh copy of ``protection`` with every secret parameter drawn anew (integers).
 
     Parameters
@@ -47,6 +49,9 @@ def rekeyed(protection: Any, seed: int) -> Any:
     seed : int
         The cell's seed; the new values come from ``SeedSequence([seed, 30136, h])`` with ``h``
         a hash of the current secret values, so they cannot be derived from public seeds alone.
+    pair : int
+        Index of the key pair (0, 1, ...): pair 0 is the historical single second key, pair j > 0
+        adds ``j`` to the seed sequence, so every pair gets its own second key.
 
     Raises
     ------
@@ -57,7 +62,8 @@ def rekeyed(protection: Any, seed: int) -> Any:
     names = tuple(getattr(protection, "secret_params", ()))
     # the first key's value enters the draw too: the second key is not derivable from public seeds
     digest = hashlib.sha256(repr([params.get(n) for n in names]).encode()).digest()
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _KEY_STREAM, int.from_bytes(digest[:8], "little")]))
+    entropy = [int(seed), _KEY_STREAM, int.from_bytes(digest[:8], "little")] + ([int(pair)] if pair else [])
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
     new: dict[str, Any] = {}
     for name in names:
         old = params.get(name)
@@ -76,14 +82,30 @@ def _check_max_pairs(v: Any) -> None:
         raise ParameterError(f"max_pairs must be an integer >= 100, got {v!r}", param="max_pairs")
 
 
-def _two_keys(data: AttackData) -> tuple[Any, Any, Any]:
-    """(victims' EmbeddingSet, protection under the cell's key, protection under a second key)."""
+def _check_key_pairs(v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 100:
+        raise ParameterError(f"key_pairs must be an integer in [1, 100], got {v!r}", param="key_pairs")
+
+
+def _two_keys(data: AttackData, key_pairs: int = 1) -> tuple[Any, Any, list[Any]]:
+    """(victims' EmbeddingSet, protection under the cell's key, protections under second keys).
+
+    One second key per key pair (:func:`rekeyed` with ``pair`` = 0 .. key_pairs - 1), in memory
+    only; a protection without secret parameters has a single "second key" (itself).
+    """
     vic = data.clean.subset(data.victim)
     if np.unique(vic.identity).size < 2:
         raise ParameterError("the victims hold fewer than 2 subjects; these metrics need at least 2")
     key1 = data.fitted_protection()
-    key2 = rekeyed(data.protection, data.seed).fit(data.clean)
-    return vic, key1, key2
+    n = int(key_pairs) if data.protection.secret_params else 1
+    return vic, key1, [rekeyed(data.protection, data.seed, j).fit(data.clean) for j in range(n)]
+
+
+def _spread(values: list[float], name: str) -> dict[str, Any]:
+    """Mean, min, max and standard deviation of a per-key-pair measure (JSON-ready)."""
+    a = np.asarray(values, dtype=np.float64)
+    return {f"{name}_per_pair": [float(v) for v in a], f"{name}_mean": float(a.mean()),
+            f"{name}_min": float(a.min()), f"{name}_max": float(a.max()), f"{name}_std": float(a.std())}
 
 
 def _rate_entry(r: Any) -> dict[str, Any]:
@@ -106,6 +128,11 @@ class Unlinkability(Attack):
         Histogram bins over the joint score range; None = min(n_mated // 10, 100).
     max_pairs : int
         At most this many mated and this many non-mated pairs (drawn with the cell's seed).
+    key_pairs : int
+        Second keys drawn (one key pair each: the cell's key and a fresh one); Dsys is computed per
+        pair and the headline is their mean (min / max / std reported). A single pair is
+        all-or-nothing for PolyProtect on some models (docs/iso30136.md). A protection without
+        secret parameters has one pair.
     """
 
     summary = "ISO/IEC 30136 unlinkability: mated/non-mated scores across two keys, local D<->(s), global Dsys."
@@ -113,10 +140,12 @@ class Unlinkability(Attack):
                  "biometric template protection systems, IEEE TIFS 2018")
     applies_to: ClassVar[tuple[str, ...] | None] = ("template",)
 
-    def __init__(self, omega: float = OMEGA, bins: int | None = None, max_pairs: int = MAX_PAIRS) -> None:
+    def __init__(self, omega: float = OMEGA, bins: int | None = None, max_pairs: int = MAX_PAIRS,
+                 key_pairs: int = KEY_PAIRS) -> None:
         self.omega = omega
         self.bins = bins
         self.max_pairs = max_pairs
+        self.key_pairs = key_pairs
 
     def validate_params(self) -> None:
         if isinstance(self.omega, bool) or not isinstance(self.omega, (int, float)) or not (np.isfinite(self.omega) and self.omega > 0):
@@ -124,20 +153,26 @@ class Unlinkability(Attack):
         if self.bins is not None and (isinstance(self.bins, bool) or not isinstance(self.bins, (int, np.integer)) or self.bins < 1):
             raise ParameterError(f"bins must be a positive integer or null, got {self.bins!r}", param="bins")
         _check_max_pairs(self.max_pairs)
+        _check_key_pairs(self.key_pairs)
 
     def run(self, data: AttackData) -> AttackOutcome:
         self.validate_params()
-        vic, key1, key2 = _two_keys(data)
-        p1, p2 = protect_rows(key1, vic.embeddings, vic.identity), protect_rows(key2, vic.embeddings, vic.identity)
+        vic, key1, keys2 = _two_keys(data, int(self.key_pairs))
+        p1 = protect_rows(key1, vic.embeddings, vic.identity)
         comp = key1.comparator()
         rng = np.random.default_rng(np.random.SeedSequence([int(data.seed), _KEY_STREAM, 1]))
         mi, mj = score_pairs(vic.identity, True, int(self.max_pairs), rng)
         if mi.size == 0:
             raise ParameterError("no victim has 2 samples: no mated pairs for unlinkability")
         ni, nj = score_pairs(vic.identity, False, int(self.max_pairs), rng)
-        mated = np.asarray(comp.paired(p1[mi], p2[mj]), dtype=np.float64)
-        nonmated = np.asarray(comp.paired(p1[ni], p2[nj]), dtype=np.float64)
-        link = linkability(mated, nonmated, float(self.omega), self.bins)
+        per_pair = []
+        for key2 in keys2:  # the same score pairs for every key pair; the figure shows pair 0
+            p2 = protect_rows(key2, vic.embeddings, vic.identity)
+            m_j = np.asarray(comp.paired(p1[mi], p2[mj]), dtype=np.float64)
+            n_j = np.asarray(comp.paired(p1[ni], p2[nj]), dtype=np.float64)
+            per_pair.append((linkability(m_j, n_j, float(self.omega), self.bins), m_j, n_j))
+        link, mated, nonmated = per_pair[0]
+        dsys = _spread([lk.dsys for lk, _, _ in per_pair], "dsys")
         x = [float(v) for v in link.centres]
         images: list[str] = []
         if data.work_dir is not None:
@@ -149,10 +184,14 @@ class Unlinkability(Attack):
             title = f"{data.protection_name}({', '.join(f'{k}={v}' for k, v in public.items())})"
             plot_unlinkability(link, data.work_dir / "unlinkability.png", title=title, overwrite=True)
             images.append("unlinkability.png")
-        metrics = {**link.summary(), "mated_mean": float(mated.mean()), "nonmated_mean": float(nonmated.mean()),
-                   "second_key": "drawn" if data.protection.secret_params else "none (no secret parameters)"}
+        metrics = {**link.summary(), "dsys": dsys["dsys_mean"], "dsys_first_pair": link.dsys, **dsys,
+                   "key_pairs": len(keys2),
+                   "mated_mean": float(mated.mean()), "nonmated_mean": float(nonmated.mean()),
+                   "mated_mean_per_pair": [float(m.mean()) for _, m, _ in per_pair],
+                   "second_key": (f"{len(keys2)} drawn" if data.protection.secret_params
+                                  else "none (no secret parameters)")}
         return AttackOutcome(
-            headline=headline("dsys", link.dsys, None, ""),
+            headline=headline("dsys", dsys["dsys_mean"], None, ""),
             metrics=metrics,
             curves={
                 "unlinkability_densities": {"x": x, "xlabel": "score across two keys", "ylabel": "density",
@@ -178,23 +217,30 @@ class Renewability(Attack):
     ----------
     max_pairs : int
         Impostor pairs (under one key) sampled to set the protected system's thresholds.
+    key_pairs : int
+        Second keys drawn; the failure rates pool every photo under every key pair, i.e. they are
+        the mean over the pairs (headline), with the per-pair rates and their min / max reported.
     """
 
     summary = "ISO/IEC 30136 renewability: same photo under two keys, accepted at FMR 0.1 % / 1 % thresholds?"
     reference = "ISO/IEC 30136:2018 (performance testing of biometric template protection schemes)"
 
-    def __init__(self, max_pairs: int = MAX_PAIRS) -> None:
+    def __init__(self, max_pairs: int = MAX_PAIRS, key_pairs: int = KEY_PAIRS) -> None:
         self.max_pairs = max_pairs
+        self.key_pairs = key_pairs
 
     def validate_params(self) -> None:
         _check_max_pairs(self.max_pairs)
+        _check_key_pairs(self.key_pairs)
 
     def run(self, data: AttackData) -> AttackOutcome:
         self.validate_params()
-        vic, key1, key2 = _two_keys(data)
-        p1, p2 = protect_rows(key1, vic.embeddings, vic.identity), protect_rows(key2, vic.embeddings, vic.identity)
+        vic, key1, keys2 = _two_keys(data, int(self.key_pairs))
+        p1 = protect_rows(key1, vic.embeddings, vic.identity)
         comp = key1.comparator()
-        cross = np.asarray(comp.paired(p1, p2), dtype=np.float64)
+        crosses = [np.asarray(comp.paired(p1, protect_rows(k2, vic.embeddings, vic.identity)), dtype=np.float64)
+                   for k2 in keys2]
+        cross = np.concatenate(crosses)  # pooled: the rates are the mean over the key pairs
         rng = np.random.default_rng(np.random.SeedSequence([int(data.seed), _KEY_STREAM, 2]))
         ni, nj = score_pairs(vic.identity, False, int(self.max_pairs), rng)
         own_imp = np.asarray(comp.paired(p1[ni], p1[nj]), dtype=np.float64)
@@ -202,15 +248,21 @@ class Renewability(Attack):
         own = renewability_failure(cross, own_imp, RENEWABILITY_FMRS)
         ref = renewability_failure(cross, clean_imp, RENEWABILITY_FMRS)
         h = own[0.01]
+        per_pair = {repr(f): _spread([float(renewability_failure(cr, own_imp, (f,))[f]) for cr in crosses], "failure")
+                    for f in RENEWABILITY_FMRS}
         fmr_labels = [f"{100 * f:g} %" for f in RENEWABILITY_FMRS]
         return AttackOutcome(
             headline=headline("renewability_failure_at_fmr1", float(h), (h.ci_low, h.ci_high), "fraction"),
             metrics={
                 "failure_own_threshold": {repr(f): _rate_entry(r) for f, r in own.items()},
                 "failure_unprotected_threshold": {repr(f): _rate_entry(r) for f, r in ref.items()},
-                "cross_key_score_mean": float(cross.mean()), "n_photos": int(cross.size),
+                "failure_own_threshold_per_key_pair": per_pair,
+                "cross_key_score_mean": float(cross.mean()),
+                "cross_key_score_mean_per_pair": [float(cr.mean()) for cr in crosses],
+                "n_photos": int(crosses[0].size), "key_pairs": len(keys2),
                 "n_impostor_pairs": int(own_imp.size),
-                "second_key": "drawn" if data.protection.secret_params else "none (no secret parameters)",
+                "second_key": (f"{len(keys2)} drawn" if data.protection.secret_params
+                               else "none (no secret parameters)"),
             },
             tables={"renewability_failure": {
                 "header": ["FMR", "own threshold", "unprotected threshold"],

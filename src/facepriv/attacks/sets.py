@@ -33,7 +33,8 @@ def labelled(es: EmbeddingSet, attribute: str, what: str = "embeddings") -> Embe
         log.info("%s: %d of %d rows have no %s label and are excluded", what, dropped, len(es), attribute)
     if not known.any():
         raise ParameterError(f"{what}: no row has a {attribute} label; nothing to attack")
-    return es.subset(np.flatnonzero(known))
+    # every row labelled: the set itself (no copy of a large attacker database)
+    return es if not dropped else es.subset(np.flatnonzero(known))
 
 
 def _identity_labels(es: EmbeddingSet, attribute: str) -> dict[str, str]:

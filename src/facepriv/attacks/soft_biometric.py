@@ -9,6 +9,10 @@ sorts the scores and infers the attribute from the best ones:
 * ``vote``: majority label among the n best matches of the whole database (ties: the class of the
   best-ranked match among the tied classes).
 
+Only each probe's best matches per class are needed, so they are searched exactly and memory
+bounded (:func:`facepriv.search.top_k`: FAISS for cosine/Hamming comparators, database chunks
+for PE-MIU), never as a probes x database matrix; equal scores rank by the lower database row.
+
 Usage::
 
     attack = SimilarityAttack(attribute="gender").fit(protected_attacker_db)
@@ -27,13 +31,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facepriv.attacks.base import Attack, AttackData, AttackOutcome
-from facepriv.attacks.fusion import DEFAULT_TOP_N, RULES, cap_top_n, fuse, top_scores
+from facepriv.attacks.fusion import DEFAULT_TOP_N, RULES, cap_top_n, fuse
 from facepriv.attacks.sets import labelled
 from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
 from facepriv.metrics.stats import accuracy_entry, chance_level
 from facepriv.protections.base import Comparator, CosineComparator, comparator_for
 from facepriv.registry import register
+from facepriv.search import rank_order, top_k, top_k_scores
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +173,7 @@ class SimilarityAttack(Attack):
         self.classes_ = [str(c) for c in classes]
         return self
 
-    def scores(self, probes: EmbeddingSet) -> np.ndarray:
-        """Comparison scores of every probe with every gallery template, (P, G)."""
+    def _check_probes(self, probes: EmbeddingSet) -> None:
         g = self.gallery_
         if probes.dim != g.dim:
             raise ParameterError(f"dimension mismatch: probes have D={probes.dim}, the attacker database D={g.dim}")
@@ -179,57 +183,150 @@ class SimilarityAttack(Attack):
                 (probes.protection or {}).get("name", "nothing"),
                 (g.protection or {}).get("name", "nothing"),
             )
-        return self._comparator(g).pairwise(probes.embeddings, g.embeddings)
 
-    def evaluate(self, probes: EmbeddingSet, scores: np.ndarray | None = None) -> AttackResult:
-        """Infer the attribute of each labelled probe and score the guesses."""
+    def scores(self, probes: EmbeddingSet) -> np.ndarray:
+        """Comparison scores of every probe with every gallery template, (P, G) (dense: small galleries only)."""
+        self._check_probes(probes)
+        return self._comparator(self.gallery_).pairwise(probes.embeddings, self.gallery_.embeddings)
+
+    def top_matches(
+        self,
+        probes: EmbeddingSet,
+        comparator: Comparator | None = None,
+        chunk: int = 1024,
+        gallery_chunk: int = 16384,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Best matches of every probe in each class gallery, memory bounded (:func:`facepriv.search.top_k`).
+
+        Parameters
+        ----------
+        probes : EmbeddingSet
+            Protected probes (any labels).
+        comparator : Comparator, optional
+            Overrides the attack's comparator (e.g. one with more threads).
+        chunk, gallery_chunk : int
+            Probes searched at once; gallery rows scored at once on the generic (PE-MIU) path.
+
+        Returns
+        -------
+        dict
+            ``class -> (scores (P, k), rows (P, k))``: scores in decreasing order (ties: lower
+            attacker-database row first) and their attacker-database rows; k = the largest top-n
+            this attack needs from that class.
+        """
+        return self._search(probes, self._top_ns(), comparator, chunk, gallery_chunk)
+
+    def _search(self, probes: EmbeddingSet, ns: dict[str, list[int]], comparator: Comparator | None, chunk: int,
+                gallery_chunk: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        self._check_probes(probes)
+        comp = comparator or self._comparator(self.gallery_)
+        ks = _class_k(ns, self._class_sizes())
+        glab = self.gallery_.attribute(self.attribute)
+        return {c: top_k(comp, probes.embeddings, self.gallery_.embeddings, k, chunk, gallery_chunk,
+                         rows=np.flatnonzero(glab == c), rescore=True) for c, k in ks.items()}
+
+    def evaluate(
+        self,
+        probes: EmbeddingSet,
+        scores: np.ndarray | None = None,
+        comparator: Comparator | None = None,
+        chunk: int = 1024,
+        gallery_chunk: int = 16384,
+    ) -> AttackResult:
+        """Infer the attribute of each labelled probe and score the guesses.
+
+        ``scores``: a precomputed dense (P, G) score matrix of the labelled probes (small
+        galleries); otherwise the top matches are searched chunk by chunk (:meth:`top_matches`).
+        """
         if not hasattr(self, "gallery_"):
             raise ParameterError("similarity: call fit(attacker database) before evaluate")
         p = labelled(probes, self.attribute, "target probes")
-        if scores is None:
-            scores = self.scores(p)
-        return self.decide(scores, p.attribute(self.attribute), p.ids)
+        if scores is not None:
+            return self.decide(scores, p.attribute(self.attribute), p.ids)
+        ns = self._top_ns()
+        tops = self._search(p, ns, comparator, chunk, gallery_chunk)
+        return self._decide(tops, ns, p.attribute(self.attribute), p.ids)
 
-    def decide(self, scores: np.ndarray, true: np.ndarray, probe_ids: np.ndarray) -> AttackResult:
-        """Fuse and decide from a precomputed (P, G) score matrix against the fitted gallery."""
+    def _class_sizes(self) -> dict[str, int]:
         glab = self.gallery_.attribute(self.attribute)
-        rules = [self.rules] if isinstance(self.rules, str) else list(self.rules)
+        return {c: int(np.sum(glab == c)) for c in self.classes_}
+
+    def _top_ns(self) -> dict[str, list[int]]:
+        """Capped top-n values per decision (``galleries``: smallest class; ``vote``: whole database)."""
         top = [self.top_n] if isinstance(self.top_n, int) else list(self.top_n)
         decisions = DECISIONS if self.decision == "both" else (self.decision,)
+        sizes = self._class_sizes()
+        out = {}
+        if "galleries" in decisions:
+            out["galleries"] = cap_top_n(top, min(sizes.values()), f"smallest class gallery ({min(sizes, key=sizes.get)})")
+        if "vote" in decisions:
+            out["vote"] = cap_top_n(top, sum(sizes.values()), "attacker database")
+        return out
+
+    def decide(self, scores: np.ndarray, true: np.ndarray, probe_ids: np.ndarray) -> AttackResult:
+        """Fuse and decide from a precomputed dense (P, G) score matrix against the fitted gallery."""
+        ns = self._top_ns()
+        glab = self.gallery_.attribute(self.attribute)
+        ks = _class_k(ns, self._class_sizes())
+        tops = {c: top_k_scores(scores, k, np.flatnonzero(glab == c)) for c, k in ks.items()}
+        return self._decide(tops, ns, true, probe_ids)
+
+    def _decide(self, tops: dict[str, tuple[np.ndarray, np.ndarray]], ns: dict[str, list[int]], true: np.ndarray,
+                probe_ids: np.ndarray) -> AttackResult:
+        """Fused scores and predictions from each class's ranked best matches (``top_matches``)."""
+        rules = [self.rules] if isinstance(self.rules, str) else list(self.rules)
         classes = self.classes_
         preds: dict[tuple[str, int, str], np.ndarray] = {}
         fused: dict[tuple[str, int], np.ndarray] = {}
-        if "galleries" in decisions:
-            sizes = {c: int(np.sum(glab == c)) for c in classes}
-            ns = cap_top_n(top, min(sizes.values()), f"smallest class gallery ({min(sizes, key=sizes.get)})")
-            tops = [top_scores(scores[:, glab == c], max(ns)) for c in classes]
+        if "galleries" in ns:
             for rule in rules:
-                for n in ns:
-                    f = np.stack([fuse(t, rule, n) for t in tops], axis=1)
+                for n in ns["galleries"]:
+                    f = np.stack([fuse(tops[c][0], rule, n) for c in classes], axis=1)
                     fused[(rule, n)] = f
                     # ties between classes go to the first class in sorted order (argmax)
                     preds[(rule, n, "galleries")] = np.asarray(classes)[np.argmax(f, axis=1)]
-        if "vote" in decisions:
-            ns = cap_top_n(top, scores.shape[1], "attacker database")
-            order = np.argsort(-scores, axis=1, kind="stable")[:, : max(ns)]
-            lab_idx = np.searchsorted(classes, glab)[order]  # (P, n_max) class index per rank
-            for n in ns:
-                counts = np.stack([(lab_idx[:, :n] == k).sum(1) for k in range(len(classes))], axis=1)
-                best = counts.max(axis=1, keepdims=True)
-                tied = counts == best
-                # among tied classes: the one whose best-ranked match comes first
-                first_rank = np.stack(
-                    [np.where((lab_idx[:, :n] == k).any(1), np.argmax(lab_idx[:, :n] == k, axis=1), n) for k in range(len(classes))],
-                    axis=1,
-                )
-                first_rank = np.where(tied, first_rank, n + 1)
-                preds[("vote", n, "vote")] = np.asarray(classes)[np.argmin(first_rank, axis=1)]
+        if "vote" in ns:
+            preds.update(_vote(tops, classes, ns["vote"]))
+        sizes = self._class_sizes()
         meta = {
             "attack": "similarity",
             "attribute": self.attribute,
             "comparator": self.comparator,
             "gallery_protection": self.gallery_.protection,
             "gallery_size": len(self.gallery_),
-            "gallery_class_sizes": {c: int(np.sum(glab == c)) for c in classes},
+            "gallery_class_sizes": sizes,
         }
         return AttackResult(np.asarray(probe_ids), np.asarray(true), classes, preds, fused, meta)
+
+
+def _class_k(ns: dict[str, list[int]], sizes: dict[str, int]) -> dict[str, int]:
+    """Matches needed from each class gallery: the largest top-n of any decision, capped at its size."""
+    need = max(max(v) for v in ns.values())
+    return {c: min(need, s) for c, s in sizes.items()}
+
+
+def _vote(tops: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str], ns: list[int]) -> dict:
+    """Majority vote of the n best matches of the whole database (the class lists merged by rank).
+
+    The merged ranking is that of a stable sort of each probe's full score row: decreasing
+    score, ties by the lower attacker-database row. Each class list holds that class's share of
+    the overall top n (it is ranked the same way), so merging them loses nothing.
+    """
+    s = np.concatenate([tops[c][0] for c in classes], axis=1)
+    rows = np.concatenate([tops[c][1] for c in classes], axis=1)
+    lab = np.concatenate([np.full(tops[c][0].shape[1], k) for k, c in enumerate(classes)])
+    order = rank_order(s, rows)[:, : max(ns)]
+    lab_idx = lab[order]  # (P, n_max) class index per rank
+    preds = {}
+    for n in ns:
+        counts = np.stack([(lab_idx[:, :n] == k).sum(1) for k in range(len(classes))], axis=1)
+        best = counts.max(axis=1, keepdims=True)
+        tied = counts == best
+        # among tied classes: the one whose best-ranked match comes first
+        first_rank = np.stack(
+            [np.where((lab_idx[:, :n] == k).any(1), np.argmax(lab_idx[:, :n] == k, axis=1), n) for k in range(len(classes))],
+            axis=1,
+        )
+        first_rank = np.where(tied, first_rank, n + 1)
+        preds[("vote", n, "vote")] = np.asarray(classes)[np.argmin(first_rank, axis=1)]
+    return preds

@@ -16,6 +16,7 @@ from typing import Any
 
 from facepriv.cli import argtypes
 from facepriv.cli.component_flags import ComponentHelpParser, flag_errors, param_help
+from facepriv.cli.device_flags import add_amp_flag, add_device_flag, resolve_cli_device
 from facepriv.errors import InputFileError, OutputExistsError, ParameterError
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from facepriv.advface.split import SplitSystem
     from facepriv.fileio import check_not_input, check_writable
 
+    device = resolve_cli_device(args.device)
     check_not_input(args.out, [p for p in (args.labels,) if p])
     check_writable(args.out, args.overwrite)
     _image_folder(args.images)
-    system = SplitSystem.create(args.model, args.cut)
+    system = SplitSystem.create(args.model, args.cut, device=device)
     fs = extract_features(load_faces(args.images, args.labels, system.alignment), system)
     save_features(fs, args.out, args.overwrite)
     print(f"{len(fs)} feature maps {tuple(fs.features.shape[1:])} from {args.model} cut at {system.cut} -> {args.out}")
@@ -120,6 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facepriv.advface.split import SplitSystem
     from facepriv.advface.train import DecoderConfig, check_run_folder, train_decoder
 
+    device = resolve_cli_device(args.device)
     att = _attack(_given(args, TRAIN_PARAMS))
     split_seed = type(att).param_defaults()["seed"] if args.split_seed is None else args.split_seed
     check_run_folder(args.out, args.resume, args.overwrite)
@@ -133,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                         cut=fs.cut, input_shape=system.input_shape, epochs=att.epochs, batch_size=att.batch_size,
                         lr=float(att.lr), seed=att.seed, role=args.role, split_seed=split_seed, n_train=len(part))
     train_decoder(part.features, faces.crops, cfg, args.out, client=system.client, resume=args.resume,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, device=device, amp=args.amp)
     print(f"trained {att.arch} ({args.role}) on {len(part)} images of {len(np.unique(part.identity))} identities -> {args.out}")
     return 0
 
@@ -147,6 +150,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
     from facepriv.fileio import check_not_input, check_writable
     from facepriv.registry import create, get_class
 
+    device = resolve_cli_device(args.device)
     check_not_input(args.out, [args.features])
     check_writable(args.out, args.overwrite)
     cls = get_class("protection", args.method)
@@ -161,6 +165,8 @@ def cmd_protect(args: argparse.Namespace) -> int:
     if fs.protection is not None:
         raise InputFileError(args.features, f"is already protected with {fs.protection.get('name')!r}; "
                                             "protect unprotected features")
+    if hasattr(prot, "on_device"):  # advface: the shadow decoder and E run on the device
+        prot.on_device(device)
     prot.fit()
     if args.method == "advface":
         fs.check_compatible(prot.system_.model_name, prot.system_.cut, where=args.features)
@@ -177,6 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facepriv.advface.experiment import OUTPUT_FILES, PARTS, evaluate_runs
     from facepriv.advface.features import load_features
 
+    device = resolve_cli_device(args.device)
     params = _given(args, EVAL_PARAMS)
     if "sweep" in params:
         params["sweep"] = _floats(params["sweep"])
@@ -201,7 +208,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     summary = evaluate_runs(
         fs, args.images, shadows, attackers, out, main_arch=att.arch, eps=float(att.eps), alpha=float(att.alpha),
         steps=att.steps, bound=att.bound, sweep=tuple(float(x) for x in att.sweep), max_eval=att.max_eval,
-        offline_epochs=att.offline_epochs, seed=att.seed, parts=parts,
+        offline_epochs=att.offline_epochs, seed=att.seed, parts=parts, device=device,
     )
     print(f"{'method':<16}{'SSIM':>7}{'PSNR':>8}{'MSE':>8}{'SRRA':>8}{'acc':>8}")
     for r in summary["table"]:
@@ -237,6 +244,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cut", default=None, help=_h("cut"))
     q.add_argument("--out", required=True, help="feature file (.npz)")
     common(q, seed=None)
+    add_device_flag(q)
     q.set_defaults(handler=cmd_extract)
 
     q = s.add_parser(
@@ -262,6 +270,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
     q.add_argument("--out", required=True, help="run folder")
     common(q, extra=" Here: the training subset, initial weights and batch order.")
+    add_device_flag(q, "initial weights and batch orders are drawn on the CPU; checkpoints hold CPU tensors")
+    add_amp_flag(q)
     q.set_defaults(handler=cmd_train)
 
     q = s.add_parser(
@@ -282,6 +292,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--bound", choices=BOUNDS, default=None, help=_h("bound", "advface", " (advface, random_noise)"))
     q.add_argument("--out", required=True, help="protected feature file (.npz); the seed is not written into it")
     common(q, seed="random_noise")
+    add_device_flag(q)
     q.set_defaults(handler=cmd_protect)
 
     q = s.add_parser(
@@ -309,5 +320,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--offline-epochs", type=argparse_int, default=None, metavar="N", help=_h("offline_epochs"))
     q.add_argument("--out", required=True, help="output folder (summary.json, summary.md, plots)")
     common(q)
+    add_device_flag(q)
     q.set_defaults(handler=cmd_eval)
     p.set_defaults(handler=lambda a: (p.print_help(), 2)[1])

@@ -16,6 +16,7 @@ from typing import Any
 
 from facepriv.cli import argtypes
 from facepriv.cli.component_flags import ComponentHelpParser, param_help
+from facepriv.cli.device_flags import add_device_flag, resolve_cli_device
 from facepriv.errors import InputFileError, OutputExistsError, ParameterError
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from facepriv.attacks.deid.run import check_outputs, read_labels, run_cloaks
     from facepriv.registry import create
 
+    device = resolve_cli_device(args.device)
     _threads(args.threads)
     attack = create("attack", "deid", attack_params(args))
     cfg = attack.run_config(args.source, images=args.images, labels=args.labels)  # type: ignore[attr-defined]
@@ -110,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     check_outputs(out, args.overwrite)
     images, identity = read_labels(args.labels, args.images)
-    rec = run_cloaks(cfg, images, identity, Path(args.images), out, overwrite=args.overwrite).record
+    rec = run_cloaks(cfg, images, identity, Path(args.images), out, overwrite=args.overwrite, device=device).record
     c = rec["counts"]
     print(f"cloaked {c['probes']} probe(s) of {c['identities']} identities with {cfg.method} on {cfg.source} "
           f"({rec['storage']}); {c['probes_without_face']} without a face skipped -> {out}")
@@ -127,6 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facepriv.attacks.deid.plots import plot_summary
     from facepriv.attacks.deid.postprocess import parse_list, postprocess_run
 
+    device = resolve_cli_device(args.device)
     _threads(args.threads)
     ks = _ints(args.ks, "--ks")
     out = _out_dir(args.out)
@@ -139,12 +142,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for pp in post:
             if (out / "post" / pp.label).exists():
                 raise OutputExistsError(out / "post" / pp.label)
-    s = evaluate(runs, targets, out, overwrite=args.overwrite, ks=ks)
+    s = evaluate(runs, targets, out, overwrite=args.overwrite, ks=ks, device=device)
     pngs = plot_summary(s, out)
     for pp in post:  # copies in OUT/post/<label>/<source>/, never over a cloak
         pruns = [postprocess_run(r, pp, out / "post" / pp.label / r.record["config"]["source"], overwrite=args.overwrite)
                  for r in runs]
-        ps = evaluate(pruns, targets, out / "post" / pp.label, overwrite=args.overwrite, ks=ks)
+        ps = evaluate(pruns, targets, out / "post" / pp.label, overwrite=args.overwrite, ks=ks, device=device)
         for src, per in ps["psr"].items():
             for tgt, by_eps in per.items():
                 row = ", ".join(f"eps {e}: {v[ks[0]]:.0f}" for e, v in by_eps.items())
@@ -219,6 +222,7 @@ def register(subparsers) -> None:
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    add_device_flag(r, "gallery embedding, heads and cloaks run there; recorded in run.json")
     r.set_defaults(deid_handler=cmd_run)
 
     e = sub.add_parser("eval", help="re-detect, re-align and identify stored cloaks with target models",
@@ -236,6 +240,7 @@ def register(subparsers) -> None:
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace existing summary.json / summary.md / plots in --out")
+    add_device_flag(e, "the targets' embedding and heads run there")
     e.set_defaults(deid_handler=cmd_eval)
 
     pl = sub.add_parser("plot", help="paper-style figure (rows: methods, columns: top-k) from summaries",

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from facepriv.cli import argtypes
+from facepriv.cli.device_flags import add_device_flag, resolve_cli_device
 from facepriv.errors import InputFileError, ParameterError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=argtypes.positive_int, default=32, metavar="N", help="crops per forward pass (default 32)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and OUT.failures.csv if they exist")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the aligned-crops cache")
+    add_device_flag(p)
     p.set_defaults(handler=run)
 
 
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from facepriv.models.zoo import get_model
     from facepriv.pipeline import NoFaceError, embed_folder
 
+    device = resolve_cli_device(args.device)  # before anything: CUDA asked for but absent is a one-line error
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ParameterError(f"--out {out}: the embeddings file name must end in .npz")
@@ -137,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputFileError(root, "no such folder" if not root.exists() else "not a folder")
     model = get_model(args.model, **parse_model_params(args.model_param))
     try:
-        es, failures, stats = embed_folder(root, model, args.labels, batch_size=args.batch_size, cache=not args.no_cache)
+        es, failures, stats = embed_folder(root, model, args.labels, batch_size=args.batch_size, cache=not args.no_cache,
+                                             device=device)
     except NoFaceError as exc:  # nothing is written: the reasons are in the message
         raise InputFileError(exc.path, f"{exc.problem}; reasons: {_reasons(exc.failures)}; nothing written") from None
     save_embeddings(es, out, overwrite=args.overwrite)

@@ -27,8 +27,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
             params["labels"] = str(labels)
         cfg = resolve(replace(cfg, dataset=ComponentSpec("dataset", "folder", params, "folder")))
     out = args.out or (Path(cfg.output) if cfg.output else Path("runs") / cfg.name)
-    runner = execute(cfg, out, overwrite=args.overwrite, report=not args.no_report, device=args.device)
+    runner = execute(cfg, out, overwrite=args.overwrite, report=not args.no_report, device=args.device,
+                     scheduler=args.scheduler)
     return _summary(runner, args.no_report)
+
+
+def argtypes_scheduler(text: str) -> str:
+    """``--scheduler`` value, checked when the command line is parsed (``serial`` kept as is)."""
+    from facepriv.errors import ParameterError
+    from facepriv.experiments.config import check_scheduler_spec
+
+    try:
+        return check_scheduler_spec(text) or "serial"
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _summary(runner, no_report: bool = False) -> int:
@@ -159,7 +171,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run every protection x every applicable attack of CONFIG on one dataset and write "
                     "metrics.json, env.json, config.resolved.yaml, per-cell outputs and report.md/.html. "
                     "An unfinished run in --out is resumed (finished cells are skipped); a finished one is "
-                    "never replaced without --overwrite.",
+                    "never replaced without --overwrite. With --scheduler the cells run in parallel on "
+                    "Dask workers (same numbers as a serial run; this process still embeds and writes every file).",
     )
     p.add_argument("config", type=Path, help="experiment YAML (see configs/ and docs/experiments.md)")
     p.add_argument("--out", type=Path, help="run folder (default: the config's 'output', else runs/<name>)")
@@ -171,6 +184,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", metavar="DEVICE",
                    help="where torch work of the attacks runs: auto (CUDA when present), cpu, cuda or cuda:N "
                         "(default: the config's 'device', else auto); CUDA asked for but absent is an error")
+    p.add_argument("--scheduler", metavar="SPEC", type=argtypes_scheduler,
+                   help="run the cells on a Dask cluster: local:N (N worker processes on this machine) or "
+                        "tcp://HOST:PORT (a running Dask scheduler, e.g. a dask-jobqueue SLURMCluster); "
+                        "'serial' runs them in this process (default: the config's 'scheduler', else serial). "
+                        "Needs the 'cluster' extra: pip install -e \".[cluster]\"")
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("report", help="(re)write report.md and report.html of a run folder",

@@ -14,6 +14,7 @@ import logging
 
 from facepriv.cli import argtypes
 from facepriv.cli.component_flags import ComponentHelpParser, flag_errors, param_help
+from facepriv.cli.device_flags import add_amp_flag, add_device_flag, resolve_cli_device
 from facepriv.errors import ParameterError
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _protection_args(t)
     t.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="start afresh even if RUN holds a run with a checkpoint")
+    add_device_flag(t, "random draws stay on the CPU, checkpoints hold CPU tensors")
+    add_amp_flag(t)
     t.set_defaults(handler=run_train)
 
     e = sub.add_parser("eval", help="evaluate a trained decoder on held-out identities")
@@ -137,6 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--moved-blocks", type=int, default=None, metavar="P", help="PE-MIU fixed-variant moved blocks (with --protection)")
     _protection_args(e, with_name=False)
     e.add_argument("--overwrite", action="store_true", help="replace the files of DIR the evaluation writes")
+    add_device_flag(e, "decoding and re-embedding run there")
     e.set_defaults(handler=run_eval)
 
     g = sub.add_parser(
@@ -201,6 +205,8 @@ def run_train(args: argparse.Namespace) -> int:
     """Handler of ``facepriv reconstruct train``."""
     from facepriv.attacks.reconstruction.runs_files import train_run
 
+    device = resolve_cli_device(args.device)
+
     att = _attack(args, (*TRAIN_PARAMS, "loss_model"))
     params = _protection_params(args)
     if params and not args.protection:
@@ -209,6 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
     res = train_run(
         args.embeddings, args.images, args.out, att.train_config(), args.protection, params,
         resume=args.resume, overwrite=args.overwrite, max_train=att.max_train or None, loss_model=att.loss_model,
+        device=device, amp=args.amp,
     )
     last = res.history[-1] if res.history else {}
     print(f"trained {res.epochs_run} epoch(s) in {res.seconds:.0f} s; last loss {last.get('loss', float('nan')):.4f}, "
@@ -221,12 +228,15 @@ def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``facepriv reconstruct eval``."""
     from facepriv.attacks.reconstruction.runs_files import evaluate_run
 
+    device = resolve_cli_device(args.device)
+
     att = _attack(args, ("max_test", "transfer", "gender", "seed", "judges", "white_box_judges"))
     _threads(args)
     s = evaluate_run(
         args.run, args.embeddings, args.images, args.out, tuple(att.transfer), _protection_params(args),
         overwrite=args.overwrite, seed=att.seed, gender=att.gender, max_test=att.max_test or None,
         protection=args.protection, judges=tuple(att.judges), white_box_judges=att.white_box_judges,
+        device=device,
     )
     rsr = ", ".join(f"{100 * v:.1f}%@{100 * float(k):g}%" for k, v in s["rsr"].items())
     print(f"{s['n_test_images']} test images of {s['n_test_identities']} identities: RSR {rsr}; "

@@ -36,7 +36,7 @@ SEED_MAX = 2**32 - 1
 #: utility metrics computed on every protection (verification on protected templates)
 UTILITY_METRICS = ("eer", "fnmr_at_fmr1", "kfold_accuracy")
 _TOP_KEYS = {"name", "seed", "dataset", "models", "protections", "attacks", "metrics", "output", "notes", "split",
-             "subset", "device"}
+             "subset", "device", "scheduler"}
 _SPLIT_KEYS = {"attacker_fraction"}
 #: subset keys and defaults: 0 = no limit
 SUBSET_DEFAULTS: dict[str, Any] = {
@@ -95,6 +95,10 @@ class ExperimentConfig:
         Where torch work runs (``auto``, ``cpu``, ``cuda``, ``cuda:N``); ``--device`` wins. A run-time
         choice, not part of the experiment: left out of ``config.resolved.yaml`` so that a run can be
         resumed on another device.
+    scheduler : str or None
+        Where the cells run: None = serially in this process, ``local:N`` = a Dask cluster of N
+        worker processes on this machine, ``tcp://HOST:PORT`` = a running Dask scheduler
+        (``--scheduler`` wins). A run-time choice like ``device``: not in ``config.resolved.yaml``.
     """
 
     name: str
@@ -110,6 +114,7 @@ class ExperimentConfig:
     notes: str = ""
     source: str = ""
     device: str = "auto"
+    scheduler: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (the content of ``config.resolved.yaml``)."""
@@ -243,12 +248,53 @@ def parse_config(data: Any, source: str = "") -> ExperimentConfig:
         device = check_device_spec(device if isinstance(device, str) else repr(device))
     except ParameterError as exc:
         raise _err(source, "device", str(exc).partition(": ")[2] or str(exc)) from None
+    try:
+        scheduler = check_scheduler_spec(data.get("scheduler"))
+    except ParameterError as exc:
+        raise _err(source, "scheduler", str(exc)) from None
     return ExperimentConfig(
         name=str(name), seed=int(seed), dataset=dataset, models=models, protections=protections,
         attacks=attacks, metrics=tuple(dict.fromkeys(metrics)), attacker_fraction=float(frac),
         subset=subset, output=output, notes=str(data.get("notes") or ""), source=source,
-        device=device,
+        device=device, scheduler=scheduler,
     )
+
+
+#: URL schemes of a Dask scheduler address ``--scheduler`` accepts
+SCHEDULER_SCHEMES = ("tcp", "tls")
+
+
+def check_scheduler_spec(spec: Any) -> str | None:
+    """Validate a ``scheduler`` value; returns it normalised (None = serial, in this process).
+
+    Parameters
+    ----------
+    spec : str or None
+        ``None``, ``serial`` (no cluster), ``local:N`` (N >= 1 local Dask worker processes) or
+        ``tcp://HOST:PORT`` / ``tls://HOST:PORT`` (a running Dask scheduler).
+
+    Raises
+    ------
+    ParameterError
+        Any other value (the message lists the accepted forms).
+    """
+    forms = "serial, local:N (N worker processes on this machine) or tcp://HOST:PORT (a Dask scheduler)"
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        raise ParameterError(f"must be {forms}, got {spec!r}", param="scheduler")
+    text = spec.strip()
+    if text in ("", "serial", "none"):
+        return None
+    m = re.fullmatch(r"local:(\d+)", text)
+    if m:
+        if not 1 <= int(m.group(1)) <= 1024:
+            raise ParameterError(f"local:N needs 1 <= N <= 1024 worker processes, got {text!r}", param="scheduler")
+        return f"local:{int(m.group(1))}"
+    m = re.fullmatch(r"([a-z]+)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})", text)
+    if m and m.group(1) in SCHEDULER_SCHEMES and 0 < int(m.group(3)) < 65536:
+        return text
+    raise ParameterError(f"must be {forms}, got {spec!r}", param="scheduler")
 
 
 def _parse_subset(raw: Any, src: str) -> dict[str, Any]:

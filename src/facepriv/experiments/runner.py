@@ -11,7 +11,10 @@ Layout of a run folder::
     report.md, report.html
 
 A cell's JSON is written atomically when the cell finishes, and a run skips every cell whose JSON
-exists, so a killed run loses at most the cell in flight. A folder holding a finished run
+exists, so a killed run loses at most the cell in flight. The cells themselves are computed by
+:func:`run_cell` from a :class:`CellTask`, in this process (serial, the default) or on Dask
+workers (``scheduler``, :mod:`facepriv.experiments.dask_runner`); either way this process alone
+writes the run folder's files. A folder holding a finished run
 (``metrics.json``) or a different experiment is never touched without ``overwrite``.
 """
 
@@ -21,15 +24,14 @@ import hashlib
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facepriv.attacks.base import AttackData
-from facepriv.determinism import reseed_globals
 from facepriv.errors import FacePrivError, OutputExistsError
+from facepriv.experiments.cells import CellOutcome, CellTask, Sealed, SerialCells
 from facepriv.experiments.config import ComponentSpec, ExperimentConfig, dump_yaml, slug
 from facepriv.fileio import LOCK_FILE, FolderLock, atomic_path, write_json_atomic, write_text_atomic
 from facepriv.splits import identity_groups
@@ -115,13 +117,19 @@ def _read_json(p: Path) -> dict[str, Any] | None:
 
 
 class Runner:
-    """Executes a resolved :class:`ExperimentConfig` into a run folder."""
+    """Executes a resolved :class:`ExperimentConfig` into a run folder.
+
+    ``scheduler`` (None, ``local:N``, ``tcp://HOST:PORT``; default: the config's) says where the
+    cells run; the driver (this object) embeds, holds the folder lock and writes every file.
+    """
 
     def __init__(self, cfg: ExperimentConfig, out: str | Path, overwrite: bool = False,
-                 device: str | None = None) -> None:
+                 device: str | None = None, scheduler: str | None = None) -> None:
         from facepriv.device import resolve_device
+        from facepriv.experiments.config import check_scheduler_spec
 
         self.cfg = cfg
+        self.scheduler = check_scheduler_spec(scheduler if scheduler is not None else cfg.scheduler)
         self.out = Path(out)
         self.overwrite = overwrite
         # resolved before any work: CUDA asked for but absent is an error before anything is written
@@ -130,6 +138,7 @@ class Runner:
         self.ran: list[str] = []  # cells computed by this call (the others were resumed)
         self.failed: list[str] = []  # cells that ended with an error (recorded, not raised)
         self.keys: dict[str, dict[str, Any]] = {}
+        self._cells: Any = None  # SerialCells or DaskCells while run() runs
 
     # ------------------------------------------------------------------ helpers
     def _cell_path(self, model: str, prot: str, cell: str) -> Path:
@@ -139,6 +148,30 @@ class Runner:
         write_json_atomic(path, result)
         self.timings[key] = round(seconds, 3)
         self.ran.append(key)
+
+    def record(self, task: CellTask, outcome: CellOutcome, sink: dict[str, Any], slot: str,
+               cell_path: Path) -> None:
+        """Write a finished cell (driver only): its scores, then its JSON, which marks it done."""
+        if outcome.failed is not None:
+            log.warning("cell %s failed: %s", task.key, outcome.failed)
+            self.failed.append(f"{task.key}: {outcome.failed}")
+            sink[slot] = {"status": "failed", "message": outcome.failed}
+            return
+        assert outcome.result is not None
+        if outcome.scores is not None:
+            task.work_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(task.work_dir / "scores.npz", suffix=".npz") as tmp:
+                np.savez(tmp, genuine=outcome.scores["genuine"], impostor=outcome.scores["impostor"])
+        self._finish_cell(cell_path, outcome.result, outcome.seconds, task.key)
+        sink[slot] = outcome.result
+
+    def _executor(self) -> Any:
+        """Where the cells run: this process, or a Dask cluster (dask imported only then)."""
+        if self.scheduler is None:
+            return SerialCells()
+        from facepriv.experiments.dask_runner import DaskCells
+
+        return DaskCells(self.scheduler)
 
     def _protection(self, pspec: ComponentSpec):
         """A fresh protection of this row, with its key (from the config or the key store)."""
@@ -162,22 +195,35 @@ class Runner:
     # ------------------------------------------------------------------ main
     def run(self) -> dict[str, Any]:
         """Run every cell not yet finished and write ``metrics.json``; returns its content."""
-        from facepriv.experiments.envinfo import collect
-        from facepriv.experiments.keys import run_keys
-        from facepriv.experiments.sources import embed_listing, load_listing
+        from facepriv.experiments.sources import load_listing
         from facepriv.registry import create
 
         cfg = self.cfg
         check_out_folder(self.out)
-        listing = load_listing(cfg.dataset.name, cfg.dataset.params, cfg.subset, cfg.seed)
-        log.info("dataset: %d images of %d identities", len(listing), len(set(listing.identity)))
-        has_images = listing.embeddings is None
-        models: list[tuple[str, Any]] = []
-        for m in cfg.models if has_images else ():
-            models.append((m.label, create("model", m.name, m.params)))
-        dims = ([(label, int(mod.card.embedding_dim)) for label, mod in models] if has_images
-                else [(listing.embeddings.model or "embeddings", listing.embeddings.dim)])  # type: ignore[union-attr]
-        self._check_compatible(dims)
+        # connected first, before the lock and before anything is written: a scheduler that does
+        # not answer ends the run at once, with nothing in --out
+        self._cells = self._executor()
+        try:
+            listing = load_listing(cfg.dataset.name, cfg.dataset.params, cfg.subset, cfg.seed)
+            log.info("dataset: %d images of %d identities", len(listing), len(set(listing.identity)))
+            has_images = listing.embeddings is None
+            models: list[tuple[str, Any]] = []
+            for m in cfg.models if has_images else ():
+                models.append((m.label, create("model", m.name, m.params)))
+            dims = ([(label, int(mod.card.embedding_dim)) for label, mod in models] if has_images
+                    else [(listing.embeddings.model or "embeddings", listing.embeddings.dim)])  # type: ignore[union-attr]
+            self._check_compatible(dims)
+            return self._run_locked(listing, models, dims, has_images)
+        finally:
+            self._cells.close()
+
+    def _run_locked(self, listing, models: list[tuple[str, Any]], dims: list[tuple[str, int]],
+                    has_images: bool) -> dict[str, Any]:
+        from facepriv.experiments.envinfo import collect
+        from facepriv.experiments.keys import run_keys
+        from facepriv.experiments.sources import embed_listing
+
+        cfg = self.cfg
         with FolderLock(self.out, "facepriv run"):
             prepare_folder(self.out, resolved_yaml(cfg), self.overwrite)
             self.keys = run_keys(self.out, cfg)
@@ -196,6 +242,7 @@ class Runner:
                 "models": {},
             }
             model_items = models if has_images else [(dims[0][0], None)]
+            specs = {m.label: m for m in cfg.models}
             for mlabel, model in model_items:
                 if model is not None:
                     clean, failures = embed_listing(listing, model, cache)
@@ -209,11 +256,18 @@ class Runner:
                               "victim_identities": int(np.unique(clean.identity[vic]).size)},
                     "protections": {},
                 }
+                log.info("model %s: %d templates (%d photos without a face); cells follow", mlabel, len(clean),
+                         len(failures))
+                shared = self._cells.share(clean, att, vic, model)
                 for pspec in cfg.protections:
                     mentry["protections"][pspec.label] = self._run_protection(
-                        mlabel, model, clean, att, vic, pspec, listing.root)
+                        mlabel, model, clean, att, vic, pspec, listing.root, shared,
+                        specs.get(mlabel) if model is not None else None)
                 metrics["models"][mlabel] = mentry
-            write_json_atomic(tpath, self.timings)
+            try:
+                self._cells.drain(self)  # Dask: waits for the cells in flight (written as they finish)
+            finally:
+                write_json_atomic(tpath, self.timings)
             write_json_atomic(self.out / "metrics.json", metrics)
         return metrics
 
@@ -225,12 +279,30 @@ class Runner:
             work_dir=self._cell_path(mlabel, pspec.label, cell).with_suffix(""), device=self.device,
         )
 
+    def _task(self, mlabel: str, pspec: ComponentSpec, cell: str, aspec: ComponentSpec | None,
+              image_root: Path | None, mspec: ComponentSpec | None) -> CellTask:
+        return CellTask(
+            key=f"{mlabel}/{pspec.label}/{cell}", protection=pspec.name,
+            params=Sealed({**pspec.params, **self.keys.get(pspec.label, {})}), attack=aspec,
+            metrics=tuple(self.cfg.metrics), seed=cell_seed(self.cfg.seed, mlabel, pspec.label, cell),
+            work_dir=self._cell_path(mlabel, pspec.label, cell).with_suffix(""), image_root=image_root,
+            device=self.device, model=mspec,
+        )
+
     def _run_protection(self, mlabel: str, model: Any, clean, att, vic, pspec: ComponentSpec,
-                        image_root: Path | None) -> dict[str, Any]:
-        from facepriv.experiments.utility import utility_cell
-        from facepriv.registry import create, get_class
+                        image_root: Path | None, shared: Any = None,
+                        mspec: ComponentSpec | None = None) -> dict[str, Any]:
+        """The protection's row: finished cells read back, the others submitted to the executor.
+
+        The row's dicts are filled in config order; a cell still running on a cluster holds a
+        placeholder until :meth:`SerialCells.drain` / ``DaskCells.drain`` records it.
+        """
+        from facepriv.registry import get_class
 
         cfg = self.cfg
+        cells = self._cells or SerialCells()
+        if shared is None:
+            shared = cells.share(clean, att, vic, model)
         entry: dict[str, Any] = {"name": pspec.name, "params": public_params(pspec), "utility": None, "attacks": {}}
         protection_kind = getattr(get_class("protection", pspec.name), "kind", "template")
 
@@ -242,66 +314,47 @@ class Runner:
         elif done is None and protection_kind == "feature":
             done = {"status": "not_applicable",
                     "message": "a feature protection acts on feature maps, not templates (see attack advface_table1)"}
-        elif done is None:
-            t0 = time.perf_counter()
-            data = self._data(mlabel, model, clean, att, vic, pspec, "utility", image_root)
-            log.info("cell %s / %s / utility", mlabel, pspec.label)
-            reseed_globals(data.seed)
-            res, scores = utility_cell(data, cfg.metrics)
-            assert data.work_dir is not None
-            data.work_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(data.work_dir / "scores.npz", suffix=".npz") as tmp:
-                np.savez(tmp, genuine=scores["genuine"], impostor=scores["impostor"])
-            done = res.to_dict()
-            self._finish_cell(upath, done, time.perf_counter() - t0, f"{mlabel}/{pspec.label}/utility")
         entry["utility"] = done
+        if done is None:
+            cells.submit(self, self._task(mlabel, pspec, "utility", None, image_root, mspec), shared,
+                         entry, "utility", upath)
 
         for aspec in cfg.attacks:
-            key = f"{mlabel}/{pspec.label}/{aspec.label}"
             apath = self._cell_path(mlabel, pspec.label, aspec.label)
             prev = _read_json(apath) if apath.is_file() else None
             if prev is not None:
                 entry["attacks"][aspec.label] = prev
                 continue
-            data = self._data(mlabel, model, clean, att, vic, pspec, aspec.label, image_root)
-            na = get_class("attack", aspec.name).not_applicable(data.protection, image_root is not None)
+            na = get_class("attack", aspec.name).not_applicable(self._protection(pspec), image_root is not None)
             if na:
                 entry["attacks"][aspec.label] = {"status": "not_applicable", "message": na}
                 continue
-            t0 = time.perf_counter()
-            log.info("cell %s", key)
-            reseed_globals(data.seed)
-            try:
-                res = create("attack", aspec.name, aspec.params).run(data)  # type: ignore[attr-defined]
-            except FacePrivError as exc:  # e.g. too few identities for this attack: record, go on
-                log.warning("cell %s failed: %s", key, exc)
-                self.failed.append(f"{key}: {exc}")
-                entry["attacks"][aspec.label] = {"status": "failed", "message": str(exc)}
-                continue
-            self._finish_cell(apath, res.to_dict(), time.perf_counter() - t0, key)
-            entry["attacks"][aspec.label] = res.to_dict()
+            entry["attacks"][aspec.label] = None  # placeholder: keeps the config's order
+            cells.submit(self, self._task(mlabel, pspec, aspec.label, aspec, image_root, mspec), shared,
+                         entry["attacks"], aspec.label, apath)
         write_json_atomic(self.out / "timings.json", self.timings)
         return entry
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, overwrite: bool = False, report: bool = True,
-                   device: str | None = None) -> Path:
+                   device: str | None = None, scheduler: str | None = None) -> Path:
     """Run ``cfg`` into ``out`` (resuming unfinished runs), then write the report.
 
-    ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``) overrides the config's ``device``.
+    ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``) overrides the config's ``device``;
+    ``scheduler`` (``serial``, ``local:N``, ``tcp://HOST:PORT``) its ``scheduler``.
 
     Returns
     -------
     Path
         The run folder.
     """
-    return execute(cfg, out, overwrite, report, device=device).out
+    return execute(cfg, out, overwrite, report, device=device, scheduler=scheduler).out
 
 
 def execute(cfg: ExperimentConfig, out: str | Path, overwrite: bool = False, report: bool = True,
-            device: str | None = None) -> Runner:
+            device: str | None = None, scheduler: str | None = None) -> Runner:
     """:func:`run_experiment`, returning the :class:`Runner` (``runner.failed`` lists failed cells)."""
-    runner = Runner(cfg, out, overwrite, device=device)
+    runner = Runner(cfg, out, overwrite, device=device, scheduler=scheduler)
     log.info("device: %s", runner.device)
     runner.run()
     if report:

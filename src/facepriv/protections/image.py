@@ -82,6 +82,9 @@ class SourcePipeline:
         filled for the further members of an ensemble (the run's source gets them per batch).
     members : list of SourcePipeline
         Further source models of an ensemble cloak (empty for a single source).
+    device : str
+        Resolved torch device ``net`` and ``head`` are on (``"cpu"`` by default); the cloak moves
+        its photos there.
     """
 
     net: Any
@@ -92,6 +95,7 @@ class SourcePipeline:
     classes: list[str] = field(default_factory=list)
     matrices: dict[str, np.ndarray] = field(default_factory=dict)
     members: list[SourcePipeline] = field(default_factory=list)
+    device: str = "cpu"
 
     def photo_model(self, matrices: np.ndarray, photo_hw: tuple[int, int], logits: bool = True,
                     crop_transform: Any = None):
@@ -106,6 +110,8 @@ class SourcePipeline:
         from facepriv.attacks.deid.cloak import PhotoClassifier, affine_grid_from_matrix
 
         grid = affine_grid_from_matrix(torch.as_tensor(np.asarray(matrices)), tuple(photo_hw), self.crop_hw)
+        if self.device != "cpu":
+            grid = grid.to(self.device)
         return PhotoClassifier(self.net, grid, self.head if logits else None, crop_transform)
 
 

@@ -11,6 +11,9 @@
  *   rounding, so any exact solver, SciPy's included, returns the same assignment.
  * - lsa(): SciPy's shortest augmenting path algorithm (Crouse 2016) with SciPy's order of
  *   operations and tie-breaking, used when the certificate fails (ties or near ties).
+ * Kernels, chosen at run time (pick_kernel): portable (double, below), AVX2 + FMA (float32, B <= 16,
+ * the a2_*() functions near the end: compiled into every x86-64 build and used when cpuid reports
+ * AVX2 and FMA) and AVX-512 (float32, B <= 16; in builds with AVX-512 enabled).
  * jv_unique() is the portable fast solver. With AVX-512 and B <= 16 blocks the slot_*() functions
  * below first run the same algorithm in float32 on float costs, several problems at once, and
  * check the result with rigorous error bounds against the exact distances (slot_certify32: same
@@ -883,6 +886,547 @@ static void stream16_any(int n, source_t *src, int64_t count, slot_t *slots, ws_
 }
 #endif
 
+/* ---- AVX2 + FMA kernel (B <= 16), chosen at run time (see pick_kernel) ----
+ * For CPUs without AVX-512 (e.g. AMD Zen 2/3): compiled for AVX2 + FMA whatever the build flags
+ * (target pragma), and used only when cpuid reports both. Per pair:
+ * - float costs (a2_costs): float32 block dot products with FMAs, 4 rows x 16 columns per pass
+ *   (8 accumulators in ymm registers, one FMA chain each), c = sqrt(max(|a_i|^2 + |b_j|^2 - 2 g,
+ *   FLT_MIN)) with the correctly rounded vsqrtps; returns the rigorous bound delta on |c - d| of
+ *   costs32 (d = exact distance of the double blocks; derivation there) with m = k;
+ * - float solver (a2_load, a2_start, a2_step): the AVX-512 slot solver's algorithm (column
+ *   reduction, Dijkstra shortest augmenting paths on reduced costs, labels packed with their column
+ *   in the 4 low mantissa bits so that one integer min gives label and column, A2_SLOTS problems
+ *   interleaved), the 16 columns of a row in two ymm registers;
+ * - float check (a2_certify): slot_certify32's rigorous check that the float solution is the
+ *   unique optimum of the exact costs d with margin eps = 1e-9 x cmax;
+ * - otherwise (near ties at float precision, a few % of random pairs) double costs and the
+ *   portable solvers (jv_unique with its certificate, then SciPy's order), as the portable kernel;
+ * - the score in double: sum_i a_i . b_col(i) / (|a| |b|). */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_AVX2_KERNEL 1
+#include <immintrin.h>
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+
+
+#define A2_KEY_NONE 0x7FFFFFFF
+
+static inline __m256i a2_pack(__m256 x, __m256i lane) /* see pack_key */
+{
+    __m256i bits = _mm256_max_epi32(_mm256_castps_si256(x), _mm256_setzero_si256());
+    return _mm256_or_si256(_mm256_andnot_si256(_mm256_set1_epi32(15), bits), lane);
+}
+
+static inline __attribute__((always_inline)) double
+a2_costs(const int n, const int k, const float *restrict a, const float *restrict bt,
+         const double *restrict sqa, const double *restrict sqb, float *restrict c32, double *cmax_out)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mlo = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    const __m256i mhi = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), lane);
+    float sbf[16] __attribute__((aligned(32))) = {0};
+    for (int j = 0; j < n; j++) sbf[j] = (float)sqb[j];
+    const __m256 sb0 = _mm256_load_ps(sbf), sb1 = _mm256_load_ps(sbf + 8);
+    const __m256 zero = _mm256_setzero_ps(), two = _mm256_set1_ps(2.0f), tiny = _mm256_set1_ps(1.17549435e-38f);
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    __m256 mx = zero, mn = inf;
+#define LD(p, m) (n >= 16 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
+    for (int i = 0; i < n; i += 4) {
+        /* four rows of a x 16 columns, one FMA chain per accumulator: each load of bt feeds four
+         * rows (measured: 0.26 us per pair vs 0.32 for 2 rows x even/odd t, whose smaller error
+         * bound settled 1.4 % instead of 1.9 % of the pairs in float); rows past the end repeat */
+#define ROW(q) (a + (i + q < n ? i + q : n - 1) * k)
+        const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3);
+#undef ROW
+        __m256 x00 = zero, x01 = zero, x10 = zero, x11 = zero, x20 = zero, x21 = zero, x30 = zero, x31 = zero;
+        for (int t = 0; t < k; t++) {
+            const float *b0 = bt + t * n;
+            __m256 bl = LD(b0, mlo), bh = LD(b0 + 8, mhi);
+            /* in registers: otherwise the compiler folds each load into all four rows' FMAs
+             * (12 loads per 8 FMAs instead of 6), and the loads, not the FMAs, bound the loop */
+            __asm__("" : "+x"(bl), "+x"(bh));
+            __m256 s = _mm256_broadcast_ss(r0 + t);
+            x00 = _mm256_fmadd_ps(s, bl, x00); x01 = _mm256_fmadd_ps(s, bh, x01);
+            s = _mm256_broadcast_ss(r1 + t);
+            x10 = _mm256_fmadd_ps(s, bl, x10); x11 = _mm256_fmadd_ps(s, bh, x11);
+            s = _mm256_broadcast_ss(r2 + t);
+            x20 = _mm256_fmadd_ps(s, bl, x20); x21 = _mm256_fmadd_ps(s, bh, x21);
+            s = _mm256_broadcast_ss(r3 + t);
+            x30 = _mm256_fmadd_ps(s, bl, x30); x31 = _mm256_fmadd_ps(s, bh, x31);
+        }
+        const __m256 xs[4][2] = {{x00, x01}, {x10, x11}, {x20, x21}, {x30, x31}};
+        for (int q = 0; q < 4 && i + q < n; q++) {
+            const __m256 sa = _mm256_set1_ps((float)sqa[i + q]);
+            __m256 c0 = _mm256_sqrt_ps(_mm256_max_ps(_mm256_fnmadd_ps(two, xs[q][0], _mm256_add_ps(sa, sb0)), tiny));
+            __m256 c1 = _mm256_sqrt_ps(_mm256_max_ps(_mm256_fnmadd_ps(two, xs[q][1], _mm256_add_ps(sa, sb1)), tiny));
+            c0 = _mm256_and_ps(c0, _mm256_castsi256_ps(mlo));
+            c1 = _mm256_and_ps(c1, _mm256_castsi256_ps(mhi));
+            _mm256_store_ps(c32 + 16 * (i + q), c0);
+            _mm256_store_ps(c32 + 16 * (i + q) + 8, c1);
+            mx = _mm256_max_ps(mx, _mm256_max_ps(c0, c1));
+            mn = _mm256_min_ps(mn, _mm256_min_ps(_mm256_blendv_ps(inf, c0, _mm256_castsi256_ps(mlo)),
+                                                 _mm256_blendv_ps(inf, c1, _mm256_castsi256_ps(mhi))));
+        }
+    }
+#undef LD
+    float fx[8] __attribute__((aligned(32))), fn[8] __attribute__((aligned(32)));
+    _mm256_store_ps(fx, mx);
+    _mm256_store_ps(fn, mn);
+    double cmax = 0, cmin = INFINITY, sa = 0, sbm = 0;
+    for (int j = 0; j < 8; j++) { cmax = fx[j] > cmax ? fx[j] : cmax; cmin = fn[j] < cmin ? fn[j] : cmin; }
+    for (int j = 0; j < n; j++) { sa = sqa[j] > sa ? sqa[j] : sa; sbm = sqb[j] > sbm ? sqb[j] : sbm; }
+    /* the bound of costs32 with m = k: one chain of k FMAs (k roundings; costs32 sums two chains of
+     * ceil(k / 2), m = ceil(k / 2) + 1); vsqrtps is within the 8 u allowed there for the root */
+    const double u = 5.9604644775390625e-8;
+    const double m = k, e2 = (m * u / (1 - m * u) + 4.1 * u) * (sa + sbm) + 1e-30, s = sqrt(e2);
+    *cmax_out = cmax;
+    if (!(sa + sbm < 1e30)) return INFINITY;
+    return (cmin >= s ? e2 * (1 + 8.1 * u) / cmin : s) + 8.1 * u * cmax + u * (sqrt(sa) + sqrt(sbm)) * 1.000001;
+}
+
+/* sum_i a_i . b_col(i) / den in double (a, b: n x k) */
+static inline __attribute__((always_inline)) double
+a2_score(const int n, const int k, const double *restrict a, const double *restrict b, const int *col, double den)
+{
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
+    double tail = 0;
+    for (int i = 0; i < n; i++) {
+        const double *ai = a + i * k, *bj = b + col[i] * k;
+        int t = 0;
+        for (; t + 16 <= k; t += 16) {
+            s0 = _mm256_fmadd_pd(_mm256_loadu_pd(ai + t), _mm256_loadu_pd(bj + t), s0);
+            s1 = _mm256_fmadd_pd(_mm256_loadu_pd(ai + t + 4), _mm256_loadu_pd(bj + t + 4), s1);
+            s2 = _mm256_fmadd_pd(_mm256_loadu_pd(ai + t + 8), _mm256_loadu_pd(bj + t + 8), s2);
+            s3 = _mm256_fmadd_pd(_mm256_loadu_pd(ai + t + 12), _mm256_loadu_pd(bj + t + 12), s3);
+        }
+        for (; t + 4 <= k; t += 4) s0 = _mm256_fmadd_pd(_mm256_loadu_pd(ai + t), _mm256_loadu_pd(bj + t), s0);
+        for (; t < k; t++) tail += ai[t] * bj[t];
+    }
+    double h[4] __attribute__((aligned(32)));
+    _mm256_store_pd(h, _mm256_add_pd(_mm256_add_pd(s0, s1), _mm256_add_pd(s2, s3)));
+    const double sum = (h[0] + h[1]) + (h[2] + h[3]) + tail;
+    return den > 0 ? sum / den : 0.0;
+}
+
+/* The float solver runs A2_SLOTS problems interleaved, one Dijkstra step of each in turn: the
+ * design of the AVX-512 slot_*() functions (see there), with 16 columns in two ymm registers,
+ * except that the end of a search is a branch, resolved early (see a2_step, a2_pick). Measured
+ * on AMD Zen 3 (C harness, solver + checks + fallbacks, us per pair): 0.87 with the branch-free
+ * step of the AVX-512 kernel (best with 2 slots), 0.72 with a branch on the search end taken in
+ * the step itself (4 slots), 0.63 with the branch resolved early (3, 4 or 6 slots alike). */
+#define A2_SLOTS 4
+
+typedef struct {
+    float c32[256]; /* float costs, row stride 16, lanes >= n zero */
+    int32_t key[16], pred[16], path[16], row4col[16]; /* packed labels; tree; path masks; matching */
+    int32_t dv[16]; /* all ones: column scanned in this search, or lane >= n */
+    float v[16]; /* column duals */
+    int col4row[16];
+    uint16_t adj[16];
+    int f, ok32; /* root row of the current search; 0: the float solver cannot be used */
+    int jm, irow; /* next column to scan (-1: none left, breakdown) and its row (-1: free) */
+    int32_t mubits; /* its label */
+    uint32_t freerows;
+    double cmax, delta; /* largest float cost; bound on |float cost - exact distance| */
+    int64_t t, p, q; /* problem index (-1 when empty); its pair of templates */
+} __attribute__((aligned(32))) a2_slot;
+
+/* lanes >= n: all ones */
+static inline __m256i a2_invalid0(const int n) { return _mm256_cmpgt_epi32(_mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8), _mm256_set1_epi32(n)); }
+static inline __m256i a2_invalid1(const int n) { return _mm256_cmpgt_epi32(_mm256_setr_epi32(9, 10, 11, 12, 13, 14, 15, 16), _mm256_set1_epi32(n)); }
+
+typedef struct {
+    int n, k;
+    const double *A, *BT, *B, *sqa, *sqb, *na, *nb; /* pairs: rows p0, p0 + 1, ... x columns [q0, q0 + nq) */
+    const float *A32, *BT32;
+    const double *sqa32, *sqb32;
+    int64_t p0, q0, nq, cb, pi, qi;
+    double *out;
+    uint8_t *cols; /* assignment of pair (p, q) at ((p - p0) * nq + q - q0) * 16 */
+    const double *cost; /* cost matrices (tests: float solver and check only); results: */
+    int64_t *col_out, *unique;
+    int64_t nfb, n32, n64; /* solved in SciPy's order; not settled by the float check; = nfb */
+    int failed;
+} a2_src;
+
+static inline __m256i a2_lanes0(void) { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+static inline __m256i a2_lanes1(void) { return _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15); }
+static inline __m256i a2_bits0(void) { return _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128); }
+static inline __m256i a2_bits1(void) { return _mm256_setr_epi32(256, 512, 1024, 2048, 4096, 8192, 16384, 32768); }
+static inline __m256i a2_vmask(uint32_t m, __m256i bits) /* lanes whose bit is set in m: all ones */
+{
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)m), bits), bits);
+}
+static inline __m256 a2_label(__m256i k) { return _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_set1_epi32(15), k)); }
+
+/* Problem t into slot S: float costs, column reduction, free rows (see slot_load). */
+static inline __attribute__((always_inline)) void
+a2_load(const int n, const int k, a2_slot *restrict S, a2_src *restrict src, int64_t t)
+{
+    const uint32_t valid = (1u << n) - 1;
+    double cmax = 0;
+    S->t = t;
+    if (src->cost) {
+        const double *c = src->cost + t * n * n;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                const double x = c[i * n + j];
+                S->c32[16 * i + j] = (float)x; /* rounded to nearest: off by <= 2^-24 |x| */
+                cmax = fabs(x) > cmax ? fabs(x) : cmax;
+            }
+        S->delta = 5.9604645e-8 * cmax + 1e-45;
+    } else {
+        const int64_t p = src->pi, q = src->qi;
+        if (++src->qi == src->q0 + src->nq) { src->qi = src->q0; src->pi++; }
+        S->p = p;
+        S->q = q;
+        S->delta = a2_costs(n, k, src->A32 + p * n * k, src->BT32 + q * n * k, src->sqa32 + p * n,
+                            src->sqb32 + q * n, S->c32, &cmax);
+    }
+    S->cmax = cmax;
+    S->ok32 = cmax < 1e30 && S->delta < 1e30; /* float range, with room for the duals */
+    /* column minima and their first rows, in registers (left to itself, the compiler made masked
+     * stores and branches of it) */
+    int32_t arg[16] __attribute__((aligned(32)));
+    __m256 v0 = _mm256_load_ps(S->c32), v1 = _mm256_load_ps(S->c32 + 8);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+    for (int i = 1; i < n; i++) {
+        const __m256 x0 = _mm256_load_ps(S->c32 + 16 * i), x1 = _mm256_load_ps(S->c32 + 16 * i + 8);
+        const __m256 l0 = _mm256_cmp_ps(x0, v0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(x1, v1, _CMP_LT_OQ);
+        const __m256i iv = _mm256_set1_epi32(i);
+        v0 = _mm256_blendv_ps(v0, x0, l0);
+        v1 = _mm256_blendv_ps(v1, x1, l1);
+        a0 = _mm256_blendv_epi8(a0, iv, _mm256_castps_si256(l0));
+        a1 = _mm256_blendv_epi8(a1, iv, _mm256_castps_si256(l1));
+    }
+    _mm256_store_ps(S->v, v0);
+    _mm256_store_ps(S->v + 8, v1);
+    _mm256_store_si256((__m256i *)arg, a0);
+    _mm256_store_si256((__m256i *)(arg + 8), a1);
+    uint32_t taken = 0;
+    for (int j = 0; j < 16; j++) S->row4col[j] = -1;
+    for (int j = 0; j < n; j++) { /* without branches: a column goes to its row if the row is free */
+        const int i = arg[j];
+        const uint32_t fr = ~taken >> i & 1u;
+        taken |= 1u << i;
+        S->row4col[j] = fr ? i : -1;
+    }
+    S->freerows = S->ok32 ? ~taken & valid : 0;
+}
+
+/* Choose the next column to scan (least label among the unscanned) and look up its row, for the
+ * slot's next step: its branch (search ends or not) then depends on data computed a round
+ * earlier, so a misprediction is found early and discards little work. k, d: keys and scanned
+ * masks in registers; stores them with jm marked scanned. */
+static inline __attribute__((always_inline)) void
+a2_pick(a2_slot *restrict S, __m256i k0, __m256i k1, __m256i d0, __m256i d1)
+{
+    const __m256i none = _mm256_set1_epi32(A2_KEY_NONE);
+    __m256i m = _mm256_min_epi32(_mm256_blendv_epi8(k0, none, d0), _mm256_blendv_epi8(k1, none, d1));
+    m = _mm256_min_epi32(m, _mm256_permute2x128_si256(m, m, 1));
+    m = _mm256_min_epi32(m, _mm256_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
+    m = _mm256_min_epi32(m, _mm256_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1))); /* the minimum in every lane */
+    const int kmin = _mm256_cvtsi256_si32(m);
+    const int jm = kmin & 15;
+    const __m256i jmv = _mm256_and_si256(m, _mm256_set1_epi32(15));
+    _mm256_store_si256((__m256i *)S->key, k0);
+    _mm256_store_si256((__m256i *)(S->key + 8), k1);
+    _mm256_store_si256((__m256i *)S->dv, _mm256_or_si256(d0, _mm256_cmpeq_epi32(a2_lanes0(), jmv)));
+    _mm256_store_si256((__m256i *)(S->dv + 8), _mm256_or_si256(d1, _mm256_cmpeq_epi32(a2_lanes1(), jmv)));
+    S->jm = kmin == A2_KEY_NONE ? -1 : jm;
+    S->mubits = kmin & ~15;
+    S->irow = S->row4col[jm];
+}
+
+static inline __attribute__((always_inline)) void a2_start(const int n, a2_slot *restrict S)
+{
+    const int f = __builtin_ctz(S->freerows);
+    S->freerows &= S->freerows - 1;
+    S->f = f;
+    _mm256_store_si256((__m256i *)S->key, a2_pack(_mm256_sub_ps(_mm256_load_ps(S->c32 + 16 * f), _mm256_load_ps(S->v)), a2_lanes0()));
+    _mm256_store_si256((__m256i *)(S->key + 8),
+                       a2_pack(_mm256_sub_ps(_mm256_load_ps(S->c32 + 16 * f + 8), _mm256_load_ps(S->v + 8)), a2_lanes1()));
+    _mm256_store_si256((__m256i *)S->pred, _mm256_set1_epi32(f));
+    _mm256_store_si256((__m256i *)(S->pred + 8), _mm256_set1_epi32(f));
+    _mm256_store_si256((__m256i *)S->path, a2_bits0());
+    _mm256_store_si256((__m256i *)(S->path + 8), a2_bits1());
+    a2_pick(S, _mm256_load_si256((const __m256i *)S->key), _mm256_load_si256((const __m256i *)(S->key + 8)),
+            a2_invalid0(n), a2_invalid1(n));
+}
+
+/* One Dijkstra step: scan the column chosen by a2_pick; as slot_step, returns 1 when solved, 2
+ * when the float solver broke down, else 0. Unlike slot_step, the end of a search (17 % of the
+ * steps) is a branch, resolved early (see a2_pick): on AMD Zen 3 that costs less than preparing
+ * the end in every step under masks (the whole kernel ~15 % faster). */
+static inline __attribute__((always_inline)) int a2_step(const int n, a2_slot *restrict S)
+{
+    const __m256i l0 = a2_lanes0(), l1 = a2_lanes1(), b0 = a2_bits0(), b1 = a2_bits1();
+    const int jm = S->jm, i = S->irow;
+    if (jm < 0) return 2;
+    const __m256 mu = _mm256_castsi256_ps(_mm256_set1_epi32(S->mubits));
+    __m256i k0 = _mm256_load_si256((const __m256i *)S->key), k1 = _mm256_load_si256((const __m256i *)(S->key + 8));
+    const __m256i d0 = _mm256_load_si256((const __m256i *)S->dv), d1 = _mm256_load_si256((const __m256i *)(S->dv + 8));
+    __m256 v0 = _mm256_load_ps(S->v), v1 = _mm256_load_ps(S->v + 8);
+    if (i >= 0) {
+        /* relax from the row matched to jm: label via row i as (rv + mu) - rv_jm */
+        const float *ci = S->c32 + 16 * i;
+        const __m256 rv0 = _mm256_sub_ps(_mm256_load_ps(ci), v0), rv1 = _mm256_sub_ps(_mm256_load_ps(ci + 8), v1);
+        const __m256 rvjm = _mm256_set1_ps(ci[jm] - S->v[jm]);
+        const __m256i r0 = a2_pack(_mm256_sub_ps(_mm256_add_ps(rv0, mu), rvjm), l0);
+        const __m256i r1 = a2_pack(_mm256_sub_ps(_mm256_add_ps(rv1, mu), rvjm), l1);
+        const __m256i u0 = _mm256_andnot_si256(d0, _mm256_cmpgt_epi32(k0, r0));
+        const __m256i u1 = _mm256_andnot_si256(d1, _mm256_cmpgt_epi32(k1, r1));
+        const __m256i iv = _mm256_set1_epi32(i);
+        k0 = _mm256_blendv_epi8(k0, r0, u0);
+        k1 = _mm256_blendv_epi8(k1, r1, u1);
+        _mm256_store_si256((__m256i *)S->pred, _mm256_blendv_epi8(_mm256_load_si256((const __m256i *)S->pred), iv, u0));
+        _mm256_store_si256((__m256i *)(S->pred + 8),
+                           _mm256_blendv_epi8(_mm256_load_si256((const __m256i *)(S->pred + 8)), iv, u1));
+        const __m256i pj = _mm256_set1_epi32(S->path[jm]);
+        _mm256_store_si256((__m256i *)S->path,
+                           _mm256_blendv_epi8(_mm256_load_si256((const __m256i *)S->path), _mm256_or_si256(pj, b0), u0));
+        _mm256_store_si256((__m256i *)(S->path + 8),
+                           _mm256_blendv_epi8(_mm256_load_si256((const __m256i *)(S->path + 8)), _mm256_or_si256(pj, b1), u1));
+        a2_pick(S, k0, k1, d0, d1);
+        return 0;
+    }
+    /* column jm is free: the search ends. Dual update of the scanned valid columns (v += d - mu;
+     * adds 0 at jm), augmentation along jm's path, next root */
+    const __m256i inv0 = a2_invalid0(n), inv1 = a2_invalid1(n);
+    const __m256 w0 = _mm256_castsi256_ps(_mm256_andnot_si256(inv0, d0));
+    const __m256 w1 = _mm256_castsi256_ps(_mm256_andnot_si256(inv1, d1));
+    v0 = _mm256_add_ps(v0, _mm256_and_ps(w0, _mm256_sub_ps(a2_label(k0), mu)));
+    v1 = _mm256_add_ps(v1, _mm256_and_ps(w1, _mm256_sub_ps(a2_label(k1), mu)));
+    _mm256_store_ps(S->v, v0);
+    _mm256_store_ps(S->v + 8, v1);
+    const uint32_t pathjm = (uint32_t)S->path[jm];
+    const __m256i p0 = _mm256_load_si256((const __m256i *)S->pred), p1 = _mm256_load_si256((const __m256i *)(S->pred + 8));
+    _mm256_store_si256((__m256i *)S->row4col,
+                       _mm256_blendv_epi8(_mm256_load_si256((const __m256i *)S->row4col), p0, a2_vmask(pathjm, b0)));
+    _mm256_store_si256((__m256i *)(S->row4col + 8),
+                       _mm256_blendv_epi8(_mm256_load_si256((const __m256i *)(S->row4col + 8)), p1, a2_vmask(pathjm, b1)));
+    const uint32_t fr = S->freerows;
+    if (!fr) return 1;
+    const int f2 = __builtin_ctz(fr);
+    S->freerows = fr & (fr - 1);
+    S->f = f2;
+    const __m256i fv = _mm256_set1_epi32(f2);
+    _mm256_store_si256((__m256i *)S->pred, fv);
+    _mm256_store_si256((__m256i *)(S->pred + 8), fv);
+    _mm256_store_si256((__m256i *)S->path, b0);
+    _mm256_store_si256((__m256i *)(S->path + 8), b1);
+    a2_pick(S, a2_pack(_mm256_sub_ps(_mm256_load_ps(S->c32 + 16 * f2), v0), l0),
+            a2_pack(_mm256_sub_ps(_mm256_load_ps(S->c32 + 16 * f2 + 8), v1), l1), inv0, inv1);
+    return 0;
+}
+
+/* Is the slot's float solution (col4row, duals v) the unique optimum of the exact costs d,
+ * |c32 - d| <= delta, with margin eps = 1e-9 cmax? The argument of slot_certify32 (see there),
+ * in the same float arithmetic. */
+static inline __attribute__((always_inline)) int a2_certify(const int n, a2_slot *restrict S)
+{
+    const float *restrict c = S->c32, *restrict v = S->v;
+    const uint32_t valid = (1u << n) - 1;
+    double vmax = 0;
+    for (int j = 0; j < n; j++) vmax = fabs((double)v[j]) > vmax ? fabs((double)v[j]) : vmax;
+    const double eps = 1e-9 * S->cmax + 1e-300;
+    const double E = S->delta + 2.01 * 5.9604644775390625e-8 * 2 * (S->cmax + vmax) + 1e-44;
+    const double A = 2e-6 * S->cmax, T = eps + (n - 1) * A + 2 * n * E;
+    const __m256 vT = _mm256_set1_ps((float)(T * (1 + 1e-6))), vA = _mm256_set1_ps(-(float)(A * (1 - 1e-6)));
+    const __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8);
+    uint32_t bad = 0, alive = 0;
+    for (int i = 0; i < n; i++) {
+        const int j0 = S->col4row[i];
+        const __m256 ui = _mm256_set1_ps(c[16 * i + j0] - v[j0]);
+        const __m256 r0 = _mm256_sub_ps(_mm256_sub_ps(_mm256_load_ps(c + 16 * i), v0), ui);
+        const __m256 r1 = _mm256_sub_ps(_mm256_sub_ps(_mm256_load_ps(c + 16 * i + 8), v1), ui);
+        uint32_t t = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r0, vT, _CMP_LE_OQ)) |
+                     (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r1, vT, _CMP_LE_OQ)) << 8;
+        bad |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r0, vA, _CMP_NGE_UQ)) |
+               (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r1, vA, _CMP_NGE_UQ)) << 8; /* NaN: bad */
+        t &= valid & ~(1u << j0);
+        S->adj[j0] = (uint16_t)t;
+        alive |= (uint32_t)(t != 0) << j0;
+    }
+    if (bad & valid) return 0;
+    for (;;) { /* peel columns without an edge into the kept set; a cycle <=> something is left */
+        uint32_t keep = 0;
+        for (uint32_t s = alive; s; s &= s - 1) {
+            const int j = __builtin_ctz(s);
+            if (S->adj[j] & alive) keep |= 1u << j;
+        }
+        if (keep == alive) break;
+        alive = keep;
+    }
+    return alive == 0;
+}
+
+/* Finish the slot's problem: float check; else double costs and the portable solvers; result. */
+static inline __attribute__((always_inline)) void
+a2_finish(const int n, const int k, a2_slot *restrict S, a2_src *restrict src, ws_t *w)
+{
+    int ok = 0;
+    if (S->ok32) {
+        for (int j = 0; j < n; j++) S->col4row[S->row4col[j]] = j;
+        ok = a2_certify(n, S);
+    } else {
+        for (int i = 0; i < n; i++) S->col4row[i] = i; /* no float solution (tests: reported uncertified) */
+    }
+    const int *col = S->col4row;
+    if (src->cost) {
+        for (int i = 0; i < n; i++) src->col_out[S->t * n + i] = col[i];
+        src->unique[S->t] = ok;
+        return;
+    }
+    if (!ok) {
+        src->n32++;
+        const int64_t p = S->p, q = S->q;
+        const double cm = block_costs(n, k, src->A + p * n * k, src->BT + q * n * k, src->sqa + p * n,
+                                      src->sqb + q * n, w->g, w->c);
+        const int r = solve(n, w->c, cm, w);
+        if (r < 0) { src->failed = 1; return; }
+        src->nfb += r;
+        src->n64 += r;
+        col = w->col;
+    }
+    uint8_t *dst = src->cols + ((S->p - src->p0) * src->nq + S->q - src->q0) * 16;
+    for (int i = 0; i < n; i++) dst[i] = (uint8_t)col[i];
+}
+
+static inline __attribute__((always_inline)) int
+a2_advance(const int n, const int k, a2_slot *restrict S, a2_src *restrict src, ws_t *w, int64_t *next, int64_t count)
+{
+    for (;;) {
+        if (S->t >= 0) { a2_finish(n, k, S, src, w); S->t = -1; }
+        if (*next >= count || src->failed) return 0;
+        a2_load(n, k, S, src, (*next)++);
+        if (S->freerows) { a2_start(n, S); return 1; }
+    }
+}
+
+/* Solve problems 0..count-1 of src, A2_SLOTS at a time; then the tile's scores (pairs). */
+static inline __attribute__((always_inline)) void
+a2_stream(const int n, const int k, a2_src *restrict src, int64_t count, a2_slot *slots, ws_t *w)
+{
+    int64_t next = 0;
+    uint32_t active = 0;
+    for (int s = 0; s < A2_SLOTS; s++) {
+        slots[s].t = -1;
+        memset(slots[s].c32, 0, sizeof slots[s].c32); /* rows >= n: read, never used */
+        if (a2_advance(n, k, &slots[s], src, w, &next, count)) active |= 1u << s;
+    }
+    while (active) {
+        for (int s = 0; s < A2_SLOTS; s++) {
+            if (!(active >> s & 1)) continue;
+            const int r = a2_step(n, &slots[s]);
+            if (r == 2) slots[s].ok32 = 0; /* the double solvers take over */
+            if (r && !a2_advance(n, k, &slots[s], src, w, &next, count)) active &= ~(1u << s);
+        }
+    }
+    if (src->cost || src->failed) return;
+    const int64_t np = count / src->nq;
+    for (int64_t dq = 0; dq < src->nq; dq++) /* b's template stays in L1 for the tile's rows */
+        for (int64_t dp = 0; dp < np; dp++) {
+            const int64_t p = src->p0 + dp, q = src->q0 + dq;
+            int col[16];
+            const uint8_t *cc = src->cols + (dp * src->nq + dq) * 16;
+            for (int i = 0; i < n; i++) col[i] = cc[i];
+            src->out[p * src->cb + q] = a2_score(n, k, src->A + p * n * k, src->B + q * n * k, col, src->na[p] * src->nb[q]);
+        }
+}
+
+static void a2_stream_any(int n, a2_src *src, int64_t count, a2_slot *slots, ws_t *w)
+{
+    const int k = src->k;
+    if (n == 16 && k == 32) a2_stream(16, 32, src, count, slots, w);
+    else if (n == 16 && k == 8) a2_stream(16, 8, src, count, slots, w);
+    else if (n == 8 && k == 16) a2_stream(8, 16, src, count, slots, w);
+    else if (n == 16) a2_stream(16, k, src, count, slots, w);
+    else a2_stream(n, k, src, count, slots, w);
+}
+
+/* Scores of rows [p0, p1) of a against all of b, in tiles of 64 templates of b. */
+static int a2_rows(const a2_src *args, int64_t p0, int64_t p1, a2_slot *slots, uint8_t *cols, ws_t *w,
+                   int64_t *nfb, int64_t *n32, int64_t *n64)
+{
+    const int64_t qt = 64, cb = args->cb;
+    for (int64_t q0 = 0; q0 < cb; q0 += qt) {
+        const int64_t q1 = q0 + qt < cb ? q0 + qt : cb;
+        a2_src src = *args;
+        src.p0 = src.pi = p0;
+        src.q0 = src.qi = q0;
+        src.nq = q1 - q0;
+        src.cols = cols;
+        src.nfb = src.n32 = src.n64 = 0;
+        src.failed = 0;
+        a2_stream_any(src.n, &src, (p1 - p0) * (q1 - q0), slots, w);
+        *nfb += src.nfb;
+        *n32 += src.n32;
+        *n64 += src.n64;
+        if (src.failed) return -1;
+    }
+    return 0;
+}
+
+/* Float solver and check on cost matrices (tests). */
+static int a2_lsa_float(const double *cost, int64_t count, int n, int64_t *col_out, int64_t *unique, ws_t *w)
+{
+    a2_slot *slots = aligned_alloc(32, sizeof(a2_slot) * A2_SLOTS);
+    if (!slots) return -1;
+    a2_src src;
+    memset(&src, 0, sizeof src);
+    src.n = n;
+    src.nq = 1;
+    src.cost = cost;
+    src.col_out = col_out;
+    src.unique = unique;
+    a2_stream_any(n, &src, count, slots, w);
+    free(slots);
+    return src.failed ? -1 : 0;
+}
+
+#ifdef __clang__
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+static int cpu_has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+static __attribute__((unused)) int cpu_has_avx2(void) { return 0; }
+#endif
+
+/* Kernels: 1 portable (double), 2 AVX2 + FMA (float, B <= 16), 3 AVX-512 (float, B <= 16; only in
+ * builds with AVX-512 enabled, i.e. -march=native on such a CPU). */
+int kernel_available(int64_t kernel)
+{
+    switch (kernel) {
+    case 1: return 1;
+#ifdef HAVE_AVX2_KERNEL
+    case 2: return cpu_has_avx2();
+#endif
+#ifdef HAVE_STREAM16
+    case 3: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+/* The kernel that runs for `kernel` (0 = the best this CPU supports), or -1 when unavailable. */
+int pick_kernel(int64_t kernel)
+{
+    if (kernel == 0) return kernel_available(3) ? 3 : kernel_available(2) ? 2 : 1;
+    return kernel_available(kernel) ? (int)kernel : -1;
+}
+
 /* All-pairs scores out (ca, cb). A: (ca, n, k) blocks of a; BT: (cb, k, n) blocks of b transposed;
  * sqa (ca, n), sqb (cb, n): squared block norms; na, nb: template norms; A32, BT32: float copies
  * of A, BT, with squared block norms sqa32, sqb32; B: (cb, n, k) blocks of b (AVX-512 path).
@@ -891,12 +1435,15 @@ static void stream16_any(int n, source_t *src, int64_t count, slot_t *slots, ws_
  * (non-finite input). */
 int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const double *sqb, const double *na,
                    const double *nb, const float *A32, const float *BT32, const double *B, const double *sqa32,
-                   const double *sqb32, int64_t ca, int64_t cb, int64_t nblk, int64_t k, double *out, int64_t *stats)
+                   const double *sqb32, int64_t ca, int64_t cb, int64_t nblk, int64_t k, double *out, int64_t *stats,
+                   int64_t kernel)
 {
     int failed = 0;
     int64_t fb = 0, n32 = 0, n64 = 0;
-#ifndef HAVE_STREAM16
-    (void)A32; (void)BT32; (void)B; (void)sqa32; (void)sqb32; /* AVX-512 path only */
+    const int kern = pick_kernel(kernel);
+    if (kern < 0) return -2;
+#ifndef HAVE_AVX2_KERNEL
+    (void)A32; (void)BT32; (void)B; (void)sqa32; (void)sqb32; /* float kernels only */
 #endif
     const int64_t pt = 8; /* tiles: 8 templates of a (x 64 of b) stay in cache */
     #pragma omp parallel reduction(|:failed) reduction(+:fb, n32, n64)
@@ -907,13 +1454,26 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
         uint8_t *cols = malloc(16 * pt * 64);
         if (!slots || !cols) failed = 1;
 #endif
+#ifdef HAVE_AVX2_KERNEL
+        a2_slot *s2 = aligned_alloc(32, sizeof(a2_slot) * A2_SLOTS);
+        uint8_t *cols2 = malloc(16 * pt * 64);
+        if (!s2 || !cols2) failed = 1;
+        const a2_src args = {(int)nblk, (int)k, A, BT, B, sqa, sqb, na, nb, A32, BT32, sqa32, sqb32,
+                             0, 0, 0, cb, 0, 0, out, NULL, NULL, NULL, NULL, 0, 0, 0, 0};
+#endif
         if (!ws_ok(w)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t p0 = 0; p0 < ca; p0 += pt) {
             if (failed) continue;
             int64_t p1 = p0 + pt < ca ? p0 + pt : ca;
+#ifdef HAVE_AVX2_KERNEL
+            if (kern == 2 && nblk <= 16) {
+                if (a2_rows(&args, p0, p1, s2, cols2, w, &fb, &n32, &n64)) failed = 1;
+                continue;
+            }
+#endif
 #ifdef HAVE_STREAM16
-            if (nblk <= 16) {
+            if (kern == 3 && nblk <= 16) {
                 const int64_t qt = 64;
                 for (int64_t q0 = 0; q0 < cb && !failed; q0 += qt) {
                     int64_t q1 = q0 + qt < cb ? q0 + qt : cb;
@@ -943,6 +1503,10 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
         free(slots);
         free(cols);
 #endif
+#ifdef HAVE_AVX2_KERNEL
+        free(s2);
+        free(cols2);
+#endif
         ws_free(w);
     }
     stats[0] += fb;
@@ -953,20 +1517,27 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
 
 /* Assignments of a batch of n x n cost matrices (to test the solvers against SciPy). mode 0: the
  * solver of pemiu_pairwise (certified fast solver, SciPy-order fallback; equals SciPy); 1: the
- * SciPy-order solver only; 2: the fast solver only, unique[t] = its certificate. Returns the
- * number of fallbacks, or -1 on failure. */
-int lsa_batch(const double *cost, int64_t count, int64_t n, int64_t *col_out, int64_t mode, int64_t *unique)
+ * SciPy-order solver only; 2: the fast solver only, unique[t] = its certificate; 3: the float
+ * solver and its float check only (kernels 2 and 3, n <= 16). kernel: as pick_kernel (the
+ * AVX2 kernel's modes 0-2 are the portable solvers). Returns the number of fallbacks, or -1 on
+ * failure. */
+int lsa_batch(const double *cost, int64_t count, int64_t n, int64_t *col_out, int64_t mode, int64_t *unique,
+              int64_t kernel)
 {
+    const int kern = pick_kernel(kernel);
     ws_t *w = ws_new(n);
     int64_t fb = 0;
-    if (!ws_ok(w) || (mode == 2 && n > FASTN)) { ws_free(w); return -1; }
-#ifdef HAVE_STREAM16
-    if (mode == 3 && n > 16) { ws_free(w); return -1; }
-#else
-    if (mode == 3) { ws_free(w); return -1; }
+    if (kern < 0 || !ws_ok(w) || (mode == 2 && n > FASTN)) { ws_free(w); return -1; }
+    if (mode == 3 && (n > 16 || kern == 1)) { ws_free(w); return -1; }
+#ifdef HAVE_AVX2_KERNEL
+    if (mode == 3 && kern == 2) {
+        int r = a2_lsa_float(cost, count, (int)n, col_out, unique, w);
+        ws_free(w);
+        return r;
+    }
 #endif
 #ifdef HAVE_STREAM16
-    if (mode != 1 && n <= 16) {
+    if (kern == 3 && mode != 1 && n <= 16) {
         slot_t *slots = aligned_alloc(64, sizeof(slot_t) * SLOTS);
         source_t src = {(int)n, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                         0, 0, 1, 0, 0, 0, NULL, NULL, cost, col_out, mode >= 2 ? unique : NULL,

@@ -7,8 +7,14 @@ with ctypes. The kernel computes the block distances itself and solves each assi
 solver whose optimum is certified unique (with AVX-512 and B <= 16 first in float32, certified with
 rigorous error bounds), falling back to a port of SciPy's own algorithm (same tie-breaking as
 ``scipy.optimize.linear_sum_assignment``) when it is not; see the comment at the top of
-``pe_native.c``. No ``-ffast-math``. On Linux it is built with ``-march=native`` (AVX-512 path when
-available); the file name includes a hash of the source, the compiler, the flags and the CPU
+``pe_native.c``. No ``-ffast-math``. Kernels (see :func:`kernels`), chosen at run time: the
+portable double kernel; an AVX2+FMA float32 kernel for B <= 16 (compiled into every x86-64 build
+with a target pragma, used when cpuid reports AVX2 and FMA; the same certified float solver and
+double fallbacks as the AVX-512 one); the AVX-512 float32 kernel (B <= 16, builds with AVX-512
+enabled). The kernel that runs is logged at INFO (:func:`active_path`). On Linux it is built with
+``-march=native`` (AVX-512 path when available); the file name includes a hash of the source
+(so an edited ``pe_native.c`` is rebuilt under a new name and running processes keep their
+library), the compiler, the flags and the CPU
 (model and feature flags), so a cache folder shared between machines never loads a library built
 for another CPU. No compiler, a failed build or ``FACEPRIV_NO_NATIVE=1`` -> :func:`load` returns
 None and callers use the numpy path.
@@ -87,9 +93,21 @@ def _self_test(lib: ctypes.CDLL) -> bool:
         cost[0, np.arange(n), perm] = 0.5  # unique optimum: the permutation
         out = np.empty((1, n), dtype=np.int64)
         flags = np.zeros(1, dtype=np.int64)
-        if lib.lsa_batch(cost, 1, n, out, 0, flags) < 0 or not np.array_equal(out[0], perm):
+        if lib.lsa_batch(cost, 1, n, out, 0, flags, 0) < 0 or not np.array_equal(out[0], perm):
             return False
-    return True
+    # every kernel this CPU runs gives the portable kernel's scores on a small all-pairs problem
+    x = prepare(rng.normal(size=(5, 16, 8)))
+    y = prepare(rng.normal(size=(7, 16, 8)))
+    scores = []
+    for code in _KERNELS.values():
+        if code and lib.kernel_available(code):
+            out2 = np.empty((5, 7))
+            stats = np.zeros(3, dtype=np.int64)
+            if lib.pemiu_pairwise(x.x, y.xt, x.sq, y.sq, x.norm, y.norm, x.x32, y.xt32, y.x, x.sq32, y.sq32,
+                                  5, 7, 16, 8, out2, stats, code) != 0:
+                return False
+            scores.append(out2)
+    return all(np.allclose(sc, scores[0], rtol=0, atol=1e-12) for sc in scores)
 
 
 def load() -> ctypes.CDLL | None:
@@ -125,10 +143,14 @@ def load() -> ctypes.CDLL | None:
     fp = np.ctypeslib.ndpointer(dtype=np.float32, flags="C_CONTIGUOUS")
     ip = np.ctypeslib.ndpointer(dtype=np.int64, flags="C_CONTIGUOUS")
     i64 = ctypes.c_int64
-    lib.pemiu_pairwise.argtypes = [dp, dp, dp, dp, dp, dp, fp, fp, dp, dp, dp, i64, i64, i64, i64, dp, ip]
+    lib.pemiu_pairwise.argtypes = [dp, dp, dp, dp, dp, dp, fp, fp, dp, dp, dp, i64, i64, i64, i64, dp, ip, i64]
     lib.pemiu_pairwise.restype = ctypes.c_int
-    lib.lsa_batch.argtypes = [dp, i64, i64, ip, i64, ip]
+    lib.lsa_batch.argtypes = [dp, i64, i64, ip, i64, ip, i64]
     lib.lsa_batch.restype = ctypes.c_int
+    lib.kernel_available.argtypes = [i64]
+    lib.kernel_available.restype = ctypes.c_int
+    lib.pick_kernel.argtypes = [i64]
+    lib.pick_kernel.restype = ctypes.c_int
     lib.set_threads.argtypes = [ctypes.c_int]
     lib.set_threads.restype = ctypes.c_int
     lib.has_openmp.restype = ctypes.c_int
@@ -159,7 +181,8 @@ def active_path() -> str:
         name = "numba" if pe_numba.load() is not None else "numpy"
     if name != _announced:
         _announced = name
-        why = {"compiled C": f"built with {_built_with}", "numba": "no usable C compiler or FACEPRIV_NO_NATIVE set",
+        why = {"compiled C": f"built with {_built_with}; {KERNEL_INFO.get(kernel_name(), '?')}",
+               "numba": "no usable C compiler or FACEPRIV_NO_NATIVE set",
                "numpy": "no C compiler and no numba: about 20x slower"}[name]
         log.info("PE-MIU comparator: %s path (%s)", name, why)
     return name
@@ -170,11 +193,45 @@ def build_info() -> str:
     lib = load()
     if lib is None:
         return "not available"
-    kernel = "AVX-512 kernel for B <= 16" if lib.has_avx512() else "portable kernel"
-    return f"{_built_with}; {kernel}; OpenMP {'yes' if lib.has_openmp() else 'no'}"
+    return (f"{_built_with}; kernel: {KERNEL_INFO[kernel_name()]} (available here: {', '.join(kernels())}); "
+            f"OpenMP {'yes' if lib.has_openmp() else 'no'}")
 
 
 _MODES = {"auto": 0, "scipy": 1, "fast": 2, "float": 3}
+_KERNELS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
+KERNEL_INFO = {
+    "portable": "portable double kernel",
+    "avx2": "AVX2+FMA float32 kernel for B <= 16 (certified, double fallback)",
+    "avx512": "AVX-512 float32 kernel for B <= 16 (certified, double fallback)",
+}
+
+
+def _kernel_code(kernel: str) -> int:
+    if kernel not in _KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {sorted(_KERNELS)}")
+    return _KERNELS[kernel]
+
+
+def kernels() -> list[str]:
+    """Kernels the compiled library can run on this CPU (``"portable"``, ``"avx2"``, ``"avx512"``).
+
+    ``"avx2"`` is compiled into every x86-64 build and chosen at run time when cpuid reports AVX2
+    and FMA; ``"avx512"`` exists only in builds made with ``-march=native`` on an AVX-512 CPU.
+    Empty when the library is unavailable.
+    """
+    lib = load()
+    if lib is None:
+        return []
+    return [name for name, code in _KERNELS.items() if code and lib.kernel_available(code)]
+
+
+def kernel_name(kernel: str = "auto") -> str:
+    """The kernel that ``kernel`` resolves to here (``"auto"``: the fastest available), or ``""``."""
+    lib = load()
+    if lib is None:
+        return ""
+    code = lib.pick_kernel(_kernel_code(kernel))
+    return next((name for name, c in _KERNELS.items() if c == code and name != "auto"), "")
 
 
 def _checked_costs(cost: np.ndarray) -> np.ndarray:
@@ -186,7 +243,7 @@ def _checked_costs(cost: np.ndarray) -> np.ndarray:
     return c
 
 
-def lsa_batch(cost: np.ndarray, solver: str = "auto") -> np.ndarray | None:
+def lsa_batch(cost: np.ndarray, solver: str = "auto", kernel: str = "auto") -> np.ndarray | None:
     """Assignments of a batch (N, B, B) with the compiled solvers; None when unavailable.
 
     Parameters
@@ -196,6 +253,9 @@ def lsa_batch(cost: np.ndarray, solver: str = "auto") -> np.ndarray | None:
     solver : {"auto", "scipy"}
         ``"auto"``: the comparator's solver (certified fast solver, SciPy-order fallback), equal to
         ``scipy.optimize.linear_sum_assignment``; ``"scipy"``: the SciPy-order solver only.
+    kernel : {"auto", "portable", "avx2", "avx512"}
+        Which kernel's solvers (see :func:`kernels`); ``"avx2"`` solves cost matrices with the
+        portable double solvers (its float solver is reached with :func:`fast_lsa_batch`).
 
     Returns
     -------
@@ -205,10 +265,12 @@ def lsa_batch(cost: np.ndarray, solver: str = "auto") -> np.ndarray | None:
     lib = load()
     if lib is None:
         return None
-    return _solve(lib, cost, solver, "finite")[0]
+    return _solve(lib, cost, solver, "finite", kernel)[0]
 
 
-def fast_lsa_batch(cost: np.ndarray, solver: str = "fast") -> tuple[np.ndarray, np.ndarray] | None:
+def fast_lsa_batch(
+    cost: np.ndarray, solver: str = "fast", kernel: str = "auto"
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The fast solvers without the SciPy-order fallback, for tests: assignments and certificates.
 
     Parameters
@@ -218,28 +280,37 @@ def fast_lsa_batch(cost: np.ndarray, solver: str = "fast") -> tuple[np.ndarray, 
     solver : {"fast", "float"}
         ``"fast"``: everything but the SciPy-order solver (with AVX-512 and B <= 16: the float
         solver, its checks, the double fast solver); ``"float"``: the float solver and its float
-        check only (AVX-512 builds, B <= 16).
+        check only (AVX2 and AVX-512 kernels, B <= 16; costs rounded to float32).
+    kernel : {"auto", "portable", "avx2", "avx512"}
+        Which kernel (see :func:`kernels`).
 
     Returns
     -------
     (ndarray of int64, shape (N, B), ndarray of bool, shape (N,)) or None
         An assignment per problem (optimal for ``"fast"``) and whether it was certified the unique
-        optimum (then SciPy returns the same one). None when the library or, for ``"float"``, the
-        AVX-512 kernel is unavailable.
+        optimum (then SciPy returns the same one). None when the library, the kernel or, for
+        ``"float"``, a float kernel (AVX2 or AVX-512) is unavailable.
     """
     lib = load()
-    if lib is None or (solver == "float" and not lib.has_avx512()):
+    if lib is None or lib.pick_kernel(_kernel_code(kernel)) < 0:
         return None
-    out, flags = _solve(lib, cost, solver, "finite and B <= 64 (B <= 16 for float)")
+    if solver == "float" and kernel_name(kernel) not in ("avx2", "avx512"):
+        return None
+    out, flags = _solve(lib, cost, solver, "finite and B <= 64 (B <= 16 for float)", kernel)
     return out, flags.astype(bool)
 
 
-def _solve(lib: ctypes.CDLL, cost: np.ndarray, solver: str, need: str) -> tuple[np.ndarray, np.ndarray]:
+def _solve(
+    lib: ctypes.CDLL, cost: np.ndarray, solver: str, need: str, kernel: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the library's batch solver in ``solver`` mode: (columns (N, B), per-problem flags (N,))."""
     c = _checked_costs(cost)
     out = np.empty(c.shape[:2], dtype=np.int64)
     flags = np.zeros(len(c), dtype=np.int64)
-    if lib.lsa_batch(c, c.shape[0], c.shape[1], out, _MODES[solver], flags) < 0:
+    code = _kernel_code(kernel)
+    if lib.pick_kernel(code) < 0:
+        raise ValueError(f"kernel {kernel!r} is not available here (available: {kernels()})")
+    if lib.lsa_batch(c, c.shape[0], c.shape[1], out, _MODES[solver], flags, code) < 0:
         raise ValueError(f"assignment failed: cost matrices must be {need}")
     return out, flags
 
@@ -276,7 +347,11 @@ def prepare(x: np.ndarray) -> Blocks:
 
 
 def pemiu_pairwise(
-    a: np.ndarray | Blocks, b: np.ndarray | Blocks, threads: int = 1, counts: dict[str, int] | None = None
+    a: np.ndarray | Blocks,
+    b: np.ndarray | Blocks,
+    threads: int = 1,
+    counts: dict[str, int] | None = None,
+    kernel: str = "auto",
 ) -> tuple[np.ndarray, int] | None:
     """All-pairs PE-MIU scores of block-shaped templates; None when the library is unavailable.
 
@@ -289,9 +364,13 @@ def pemiu_pairwise(
         OpenMP threads.
     counts : dict, optional
         Incremented in place: ``"scipy_order"`` (pairs solved by the SciPy-order fallback),
-        ``"float_unsettled"`` (AVX-512 path: pairs whose float solution the float check did not
+        ``"float_unsettled"`` (float kernels: pairs whose float solution the float check did not
         settle, so double costs were computed) and ``"double_unsettled"`` (of those, pairs the
-        double check did not settle either, so the double fast solver ran).
+        double check did not settle either: AVX-512, the double fast solver ran; AVX2, the
+        SciPy-order solver ran).
+    kernel : {"auto", "portable", "avx2", "avx512"}
+        Kernel (see :func:`kernels`); ``"auto"``: the fastest this CPU runs. The float kernels
+        cover B <= 16; larger B runs the portable kernel. ValueError when unavailable here.
 
     Returns
     -------
@@ -309,11 +388,14 @@ def pemiu_pairwise(
     nb_ = len(pb.x)
     out = np.empty((na_, nb_), dtype=np.float64)
     stats = np.zeros(3, dtype=np.int64)
+    code = _kernel_code(kernel)
+    if lib.pick_kernel(code) < 0:
+        raise ValueError(f"kernel {kernel!r} is not available here (available: {kernels()})")
     before = lib.set_threads(int(threads))
     try:
         rc = lib.pemiu_pairwise(
             pa.x, pb.xt, pa.sq, pb.sq, pa.norm, pb.norm, pa.x32, pb.xt32, pb.x, pa.sq32, pb.sq32,
-            na_, nb_, nblk, k, out, stats,
+            na_, nb_, nblk, k, out, stats, code,
         )
     finally:
         lib.set_threads(before)

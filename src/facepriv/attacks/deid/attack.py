@@ -196,10 +196,11 @@ class DeidAttack(Attack):
         cfg = self.run_config(src, images=str(data.image_root), cloak=cloak)
         with contextlib.ExitStack() as stack:
             work = data.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="facepriv-deid-")))
+            device = getattr(data, "device", "cpu")
             run = run_cloaks(cfg, data.clean.ids.tolist(), data.clean.identity.tolist(), data.image_root,
-                             work / "cloaks", overwrite=True)
-            s = evaluate([run], targets, work / "eval", overwrite=True)
-            post = _postprocessed(run, self.postprocess, targets, work)
+                             work / "cloaks", overwrite=True, device=device)
+            s = evaluate([run], targets, work / "eval", overwrite=True, device=device)
+            post = _postprocessed(run, self.postprocess, targets, work, device)
         return outcome(s, src, targets, post)
 
 
@@ -214,7 +215,8 @@ def _check_model_name(param: str, name: Any) -> None:
         raise ParameterError(f"{param}: {exc}", param=param) from None
 
 
-def _postprocessed(run: Any, specs: Sequence[str] | None, targets: list[str], work: Path) -> dict[str, dict]:
+def _postprocessed(run: Any, specs: Sequence[str] | None, targets: list[str], work: Path,
+                   device: str = "cpu") -> dict[str, dict]:
     """Evaluation summary of each post-processed copy of the run (copies in ``work/post/<label>``)."""
     from facepriv.attacks.deid.evaluate import evaluate
     from facepriv.attacks.deid.postprocess import parse_list, postprocess_run
@@ -222,7 +224,7 @@ def _postprocessed(run: Any, specs: Sequence[str] | None, targets: list[str], wo
     out = {}
     for pp in parse_list(specs, "postprocess"):
         pr = postprocess_run(run, pp, work / "post" / pp.label, overwrite=True)
-        out[pp.label] = evaluate([pr], targets, work / "post" / pp.label / "eval", overwrite=True)
+        out[pp.label] = evaluate([pr], targets, work / "post" / pp.label / "eval", overwrite=True, device=device)
     return out
 
 

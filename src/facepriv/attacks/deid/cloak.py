@@ -141,6 +141,9 @@ def cloak_photos(
     if method not in METHODS:
         raise ParameterError(f"method: unknown cloak method {method!r}; choose from {', '.join(METHODS)}", param="method")
     x = torch.from_numpy(np.ascontiguousarray(photos)).permute(0, 3, 1, 2).float()
+    device = getattr(source, "device", "cpu")
+    if device != "cpu":  # the source's networks are there (SourcePipeline.device)
+        x = x.to(device)
     seeds = list(range(len(x))) if seeds is None else [int(s) for s in seeds]
     ids = [str(i) for i in range(len(x))] if ids is None else list(ids)
     loss, maximize, targets = cloak_loss(source, matrices, tuple(photos.shape[1:3]), labels, ids, method, seeds,
@@ -154,8 +157,8 @@ def cloak_photos(
     e = float(np.floor(eps))
     adv = torch.clamp(torch.minimum(torch.maximum(torch.round(res.x_adv), x - e), x + e), 0, 255)
     return Cloaked(
-        photos=adv.permute(0, 2, 3, 1).numpy().astype(np.uint8),
-        loss_before=res.loss_clean.numpy(),
-        loss_after=res.loss_history[-1].numpy(),
+        photos=adv.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8),
+        loss_before=res.loss_clean.cpu().numpy(),
+        loss_after=res.loss_history[-1].cpu().numpy(),
         targets=targets,
     )

@@ -95,13 +95,13 @@ def _psr(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[int, Any]:
 
 
 def evaluate_runs(run_dirs: list[Path], targets: list[str], out: Path, overwrite: bool = False,
-                  ks: tuple[int, ...] = PAPER_KS) -> dict:
+                  ks: tuple[int, ...] = PAPER_KS, device: str = "cpu") -> dict:
     """:func:`evaluate` of ``deid run`` folders (one per source model, same gallery)."""
-    return evaluate([read_run(d) for d in run_dirs], targets, out, overwrite=overwrite, ks=ks)
+    return evaluate([read_run(d) for d in run_dirs], targets, out, overwrite=overwrite, ks=ks, device=device)
 
 
 def evaluate(runs: list[CloakRun], targets: list[str], out: Path, overwrite: bool = False,
-             ks: tuple[int, ...] = PAPER_KS) -> dict:
+             ks: tuple[int, ...] = PAPER_KS, device: str = "cpu") -> dict:
     """Transferability evaluation of one or more cloaking runs (one per source model, same gallery).
 
     Every output (``summary.json``, ``summary.md``, ``psr_<source>.png``) is checked before any
@@ -113,7 +113,10 @@ def evaluate(runs: list[CloakRun], targets: list[str], out: Path, overwrite: boo
     ``detection_rate[source][target][eps]`` (%), ``template_cosine[source][target][eps]`` (mean
     cosine similarity of the re-detected probes to their identity's enrolled template, the
     open-set view), ``identification_clean_topk``, ``quality[source][eps]`` and more.
+    ``device`` (resolved torch device) runs the targets' embedding and heads there.
     """
+    from facepriv.device import module_on
+    from facepriv.models.base import embed_on
     from facepriv.models.zoo import get_model
 
     if not targets:
@@ -155,7 +158,8 @@ def evaluate(runs: list[CloakRun], targets: list[str], out: Path, overwrite: boo
     template_cos: dict = {}
     cache: dict = {}  # targets sharing a recipe (sface, mobilefacenet) align each photo once
     for target in targets:
-        head, info, means, gal_fail = gallery_head(root, gallery, target, seed, out / "heads", cache=cache)
+        head, info, means, gal_fail = gallery_head(root, gallery, target, seed, out / "heads", cache=cache,
+                                                     device=device)
         heads_meta[target] = {"train_accuracy": info.train_accuracy, "n_train": info.n_train,
                               "classes": len(info.classes), "gallery_without_face": len(gal_fail), "key": info.key}
         cls = {c: i for i, c in enumerate(info.classes)}
@@ -174,9 +178,10 @@ def evaluate(runs: list[CloakRun], targets: list[str], out: Path, overwrite: boo
                 if len(ok):
                     import torch
 
-                    emb = model.embed(crops)
+                    emb = embed_on(model, crops, device)
                     with torch.no_grad():
-                        logits = head(torch.from_numpy(emb)).numpy()
+                        e = torch.from_numpy(emb)
+                        logits = (head(e) if device == "cpu" else module_on(head, device)(e.to(device))).cpu().numpy()
                     ranks[ok] = rank_of_true_identity(logits, y[ok])
                     unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
                     cos = float((unit * means[y[ok]]).sum(1).mean())

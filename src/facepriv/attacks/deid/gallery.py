@@ -90,6 +90,7 @@ def gallery_head(
     head_dir: Path | None = None,
     cache: dict | None = None,
     save: bool = True,
+    device: str = "cpu",
 ) -> tuple[IdentityHead, HeadInfo, np.ndarray, list[tuple[str, str]]]:
     """Train the identification head of ``model_name`` on the gallery (or reload the same one).
 
@@ -97,6 +98,8 @@ def gallery_head(
     digits of :func:`~facepriv.attacks.deid.heads.head_key`) and reused only when a file with the
     same key exists, i.e. one trained on the same embeddings, identities, seed and settings.
     ``save=False`` reuses such a file but does not write one (see :func:`save_gallery_head`).
+    ``device`` runs the gallery embedding and the head's training there (the head is returned on
+    the CPU).
 
     Returns
     -------
@@ -105,6 +108,7 @@ def gallery_head(
     failures
         Gallery images without a detectable face (left out of training).
     """
+    from facepriv.models.base import embed_on
     from facepriv.models.zoo import get_model
     from facepriv.pipeline import align_images
 
@@ -120,7 +124,7 @@ def gallery_head(
     crops, failures = ac.crops, list(ac.failures)
     pos = {im: i for i, im in enumerate(rel)}
     ok = [pos[im] for im in ac.ids]
-    emb = model.embed(crops)
+    emb = embed_on(model, crops, device)
     ident = np.array([gallery[i][1] for i in ok])
     if len(emb) == 0:
         raise ParameterError(f"{model_name}: no gallery image has a face detectable by its detector "
@@ -133,7 +137,7 @@ def gallery_head(
         if info.key != key:  # a file of the same name from something else: never trust it
             head = info = None
     if head is None or info is None:
-        head, info = train_head(emb, ident, model=model_name, seed=seed)
+        head, info = train_head(emb, ident, model=model_name, seed=seed, device=device)
         if stem is not None and save:
             save_head(head, info, stem)
     missing = sorted({i for _, i in gallery} - set(info.classes))

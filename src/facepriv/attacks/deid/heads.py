@@ -81,6 +81,7 @@ def train_head(
     epochs: int = HEAD_EPOCHS,
     lr: float = HEAD_LR,
     weight_decay: float = HEAD_WEIGHT_DECAY,
+    device: str = "cpu",
 ) -> tuple[IdentityHead, HeadInfo]:
     """Fit a head on gallery embeddings (full-batch Adam, seeded; deterministic on CPU).
 
@@ -92,6 +93,9 @@ def train_head(
         Backbone name (recorded).
     seed : int
         Seeds the weight initialisation.
+    device : str
+        Resolved torch device of the training; the initial weights are drawn on the CPU and the
+        head is returned on the CPU whatever the device.
 
     Returns
     -------
@@ -111,6 +115,8 @@ def train_head(
     with torch.no_grad():
         head.linear.weight.copy_(torch.randn(head.linear.weight.shape, generator=gen) * 0.01)
         head.linear.bias.zero_()
+    if device != "cpu":
+        head, x, y = head.to(device), x.to(device), y.to(device)
     # unconstrained weights on unit-norm inputs: the logit scale is learnt, so softmax can become confident
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     xs = torch.nn.functional.normalize(x, dim=1)
@@ -124,6 +130,8 @@ def train_head(
         p.requires_grad_(False)
     with torch.no_grad():
         acc = float((head(x).argmax(1) == y).float().mean())
+    if device != "cpu":
+        head = head.to("cpu")
     key = head_key(emb, ident, model=model, seed=seed, epochs=epochs, lr=lr, weight_decay=weight_decay)
     info = HeadInfo(model, classes, int(emb.shape[1]), int(seed), int(len(emb)), acc, int(epochs), float(lr),
                     float(weight_decay), key)

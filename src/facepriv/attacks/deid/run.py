@@ -145,10 +145,15 @@ def check_outputs(out: Path, overwrite: bool) -> None:
 
 
 def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], root: Path, out: Path,
-               overwrite: bool = False) -> CloakRun:
-    """Cloak the probes of labelled photos (``images`` relative to ``root``) with one source model."""
+               overwrite: bool = False, device: str = "cpu") -> CloakRun:
+    """Cloak the probes of labelled photos (``images`` relative to ``root``) with one source model.
+
+    ``device`` (a resolved torch device) runs the gallery embedding, the heads and the cloaks
+    there; it is recorded in ``run.json``. Photos, detection and alignment stay on the CPU.
+    """
     import torch
 
+    from facepriv.device import module_on
     from facepriv.metrics.image_quality import psnr_images, ssim_images
     from facepriv.models.alignment import get_aligner
     from facepriv.models.zoo import get_model
@@ -163,12 +168,14 @@ def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], r
         max_gallery=cfg.max_gallery,
     )
     t0 = time.perf_counter()
-    head, info, means, gal_fail = gallery_head(root, split.gallery, cfg.source, cfg.seed, out / "heads", save=False)
+    head, info, means, gal_fail = gallery_head(root, split.gallery, cfg.source, cfg.seed, out / "heads", save=False,
+                                                 device=device)
     cls = {c: i for i, c in enumerate(info.classes)}
     model = get_model(cfg.source)
     aligner = get_aligner(model.card.alignment)
-    source = SourcePipeline(net=model.torch_module(), head=head, crop_hw=tuple(model.card.input_size), templates=means,
-                            name=cfg.source, classes=list(info.classes))
+    source = SourcePipeline(net=module_on(model.torch_module(), device), head=module_on(head, device),
+                            crop_hw=tuple(model.card.input_size), templates=means, name=cfg.source,
+                            classes=list(info.classes), device=device)
 
     # probes: working resolution, source detection + alignment matrix (no face -> listed, skipped)
     probes, photos, mats, no_face = [], [], [], []
@@ -188,7 +195,7 @@ def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], r
     if cfg.source in members:
         raise ParameterError(f"ensemble: {cfg.source} is the run's source model already; name the further models",
                              param="ensemble")
-    source.members = [_member(root, split.gallery, m, cfg.seed, [p for p, _ in probes], photos) for m in members]
+    source.members = [_member(root, split.gallery, m, cfg.seed, [p for p, _ in probes], photos, device) for m in members]
     if no_face:
         log.warning("%d probe(s) without a detectable face skipped: %s", len(no_face), ", ".join(p for p, _ in no_face[:10]))
     if not probes:
@@ -218,7 +225,8 @@ def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], r
     with torch.no_grad():
         for b in batches:
             x = torch.from_numpy(np.stack([photos[i] for i in b])).permute(0, 3, 1, 2).float()
-            clean_logits[b] = source.photo_model(np.stack([mats[i] for i in b]), photos[b[0]].shape[:2])(x).numpy()
+            x = x if device == "cpu" else x.to(device)
+            clean_logits[b] = source.photo_model(np.stack([mats[i] for i in b]), photos[b[0]].shape[:2])(x).cpu().numpy()
     inmem: dict[str, dict] = {}
     for eps in prot.budgets():
         key = f"{eps:g}"
@@ -234,7 +242,8 @@ def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], r
             _check_cloak(cfg.method, c.photos, clean, eps)
             with torch.no_grad():
                 adv = torch.from_numpy(np.ascontiguousarray(c.photos)).permute(0, 3, 1, 2).float()
-                adv_logits[b] = source.photo_model(mb, clean.shape[1:3])(adv).numpy()
+                adv = adv if device == "cpu" else adv.to(device)
+                adv_logits[b] = source.photo_model(mb, clean.shape[1:3])(adv).cpu().numpy()
             if c.targets is not None:
                 targets[b] = c.targets
             if c.loss_before is not None and c.loss_after is not None:
@@ -285,18 +294,21 @@ def run_cloaks(cfg: RunConfig, images: Sequence[str], identity: Sequence[str], r
         "per_eps": inmem,
         "quality": quality,
         "torch_threads": torch.get_num_threads(),
+        "device": device,
         "seconds_total": time.perf_counter() - t0,
     }
     write_json_atomic(out / "run.json", record)
     return CloakRun(out, record, rows)
 
 
-def _member(root: Path, gallery: list, name: str, seed: int, ids: list[str], photos: list) -> SourcePipeline:
+def _member(root: Path, gallery: list, name: str, seed: int, ids: list[str], photos: list,
+            device: str = "cpu") -> SourcePipeline:
     """An ensemble member: its own gallery head and its own detector's matrix for each probe photo."""
+    from facepriv.device import module_on
     from facepriv.models.alignment import get_aligner
     from facepriv.models.zoo import get_model
 
-    head, info, means, _ = gallery_head(root, gallery, name, seed, None, save=False)
+    head, info, means, _ = gallery_head(root, gallery, name, seed, None, save=False, device=device)
     model = get_model(name)
     aligner = get_aligner(model.card.alignment)
     mats = {}
@@ -304,8 +316,9 @@ def _member(root: Path, gallery: list, name: str, seed: int, ids: list[str], pho
         res = aligner.align(photo)
         if res.crop is not None:
             mats[im] = aligner.crop_matrix(res.landmarks)
-    return SourcePipeline(net=model.torch_module(), head=head, crop_hw=tuple(model.card.input_size), templates=means,
-                          name=name, classes=list(info.classes), matrices=mats)
+    return SourcePipeline(net=module_on(model.torch_module(), device), head=module_on(head, device),
+                          crop_hw=tuple(model.card.input_size), templates=means, name=name,
+                          classes=list(info.classes), matrices=mats, device=device)
 
 
 def _floats(rates: dict) -> dict[int, float]:

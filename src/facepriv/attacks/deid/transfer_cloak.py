@@ -105,12 +105,13 @@ def cloak_loss(source: Any, matrices: np.ndarray, photo_hw: tuple[int, int], lab
         ys = np.array([cls[n] if h else 0 for n, h in zip(names, has, strict=True)])
         pipes.append((m, mats, ys, has))
     fns, targets = [], None
+    dev = "cpu" if x is None else x.device
     for j, (pipe, mats, ys, _) in enumerate(pipes):
         di = DiverseInput(_member_seeds(seeds, j), prob, rate) if prob > 0 else None
-        y = torch.as_tensor(ys, dtype=torch.long)
+        y = torch.as_tensor(ys, dtype=torch.long, device=dev)
         if method == "push":
             emb = pipe.photo_model(mats, photo_hw, logits=False, crop_transform=di)
-            tpl = torch.as_tensor(np.asarray(pipe.templates)[ys], dtype=torch.float32)
+            tpl = torch.as_tensor(np.asarray(pipe.templates)[ys], dtype=torch.float32, device=dev)
             fns.append(cosine_similarity_loss(emb, tpl))
             continue
         clf = pipe.photo_model(mats, photo_hw, crop_transform=di)
@@ -118,9 +119,9 @@ def cloak_loss(source: Any, matrices: np.ndarray, photo_hw: tuple[int, int], lab
             plain = pipe.photo_model(mats, photo_hw)
             y = least_likely_labels(plain, x)
             if j == 0:
-                targets = y.numpy().astype(np.int64)
+                targets = y.cpu().numpy().astype(np.int64)
         fns.append(cross_entropy_loss(clf, y))
-    weights = torch.as_tensor(np.stack([h for *_, h in pipes]).astype(np.float32)) if len(pipes) > 1 else None
+    weights = torch.as_tensor(np.stack([h for *_, h in pipes]).astype(np.float32), device=dev) if len(pipes) > 1 else None
     loss = fns[0] if len(fns) == 1 else ensemble_loss(fns, weights)
     if transfer is not None and transfer.eot:
         from facepriv.attacks.deid.postprocess import differentiable, parse_list

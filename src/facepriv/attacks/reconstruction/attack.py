@@ -260,7 +260,8 @@ class ReconstructionAttack(Attack):
         check_judges(list(self.judges), touched, self.white_box_judges)
         loss_model = None if self.loss_model in (None, model.name) else get_model(self.loss_model)
         trained = train_decoder_on(paired, prot, self.train_config(), run, model, max_train=self.max_train or None,
-                                   resume=run is not None and (run / CONFIG).is_file(), loss_model=loss_model)
+                                   resume=run is not None and (run / CONFIG).is_file(), loss_model=loss_model,
+                                   device=getattr(data, "device", "cpu"))
         test = held_out(paired, trained.train_identities, where)
         scenario = {"template_model": model.name, "loss_model": self.loss_model or model.name,
                     "models_touched": touched, "judges": list(self.judges)}
@@ -269,7 +270,7 @@ class ReconstructionAttack(Attack):
             max_test=self.max_test or None, out_dir=None if work is None else work / "eval", overwrite=True,
             head={"run": None if run is None else str(run), "train_config": trained.public_config(),
                   "scenario": scenario},
-            judges=tuple(self.judges), originals_for=data.aligned_faces,
+            judges=tuple(self.judges), originals_for=data.aligned_faces, device=getattr(data, "device", "cpu"),
         )
         return outcome(summary, float(self.headline_fmr), ["eval/samples.png"] if work is not None else [])
 

@@ -42,12 +42,20 @@ def fmr_key(fmr: float) -> str:
 
 
 @torch.no_grad()
-def embed_images(module: torch.nn.Module, images: np.ndarray, input_size: tuple[int, int], batch_size: int = 64) -> np.ndarray:
-    """Embed uint8 images of any square size: bilinear resize to ``input_size`` (as in training), then ``module``."""
+def embed_images(module: torch.nn.Module, images: np.ndarray, input_size: tuple[int, int], batch_size: int = 64,
+                 device: str = "cpu") -> np.ndarray:
+    """Embed uint8 images of any square size: bilinear resize to ``input_size`` (as in training), then ``module``.
+
+    ``device`` runs the resize and the network there (a copy of ``module``, see
+    :func:`facepriv.device.module_on`); on the CPU nothing changes.
+    """
+    from facepriv.device import module_on, to_device
+
+    module = module_on(module, device)
     out = []
     for i in progress(range(0, len(images), batch_size), desc="re-embed", unit="batch"):
-        x = resize_to(to_tensor(images[i : i + batch_size]), tuple(input_size))
-        out.append(module(x).float().numpy())
+        x = resize_to(to_device(to_tensor(images[i : i + batch_size]), device), tuple(input_size))
+        out.append(module(x).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -117,6 +125,7 @@ def evaluate_reconstructions(
     transfer_models: tuple[str, ...] = (),
     gender: bool = True,
     seed: int = 0,
+    device: str = "cpu",
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """All metrics of the reconstruction attack on one test set.
 
@@ -135,6 +144,9 @@ def evaluate_reconstructions(
         Compute the gender metrics (needs a ``gender`` column).
     seed : int
         Seeds the enrolment pairing and the CV folds.
+    device : str
+        Resolved torch device of the decoding and re-embedding (the metrics are computed on the
+        CPU from the uint8 reconstructions).
 
     Returns
     -------
@@ -143,11 +155,11 @@ def evaluate_reconstructions(
     es = data.es
     if len(inputs) != len(es):
         raise ParameterError(f"inputs has {len(inputs)} rows, the test data {len(es)}")
-    recon = reconstruct(decoder, inputs)
+    recon = reconstruct(decoder, inputs, device=device)
     size = recon.shape[1]
     originals = resize_crops(data.crops, size)
     module = model.torch_module()
-    recon_emb = embed_images(module, recon, model.card.input_size)
+    recon_emb = embed_images(module, recon, model.card.input_size, device=device)
     thr = thresholds_at_fmrs(es.embeddings, es.identity)
     scores = cosine_paired(recon_emb, es.embeddings)
     rsr, rsr_ci = _rates_dict(success_rates(scores, thr))
@@ -181,8 +193,8 @@ def evaluate_reconstructions(
 
         other = get_model(name)
         om = other.torch_module()
-        o_orig = embed_images(om, data.crops, other.card.input_size)
-        o_rec = embed_images(om, recon, other.card.input_size)
+        o_orig = embed_images(om, data.crops, other.card.input_size, device=device)
+        o_rec = embed_images(om, recon, other.card.input_size, device=device)
         o_thr = thresholds_at_fmrs(o_orig, es.identity)
         o_rsr, o_ci = _rates_dict(success_rates(cosine_paired(o_rec, o_orig), o_thr))
         transfer[name] = {"thresholds": o_thr, "rsr": o_rsr, "rsr_ci95": o_ci, "note": "both images resized to the model input, not re-aligned"}

@@ -110,6 +110,8 @@ def train_decoder_on(
     max_steps: int | None = None,
     extra: dict[str, Any] | None = None,
     loss_model: Any = None,
+    device: str = "cpu",
+    amp: bool | None = None,
 ) -> Trained:
     """Split ``data``, protect the training templates, train a decoder.
 
@@ -136,6 +138,9 @@ def train_decoder_on(
     loss_model : RecognitionModel, optional
         A proxy whose network gives the ID loss instead of the system's model (black-box
         attacker); recorded in ``config.json`` as ``extra.loss_model``.
+    device, amp
+        Where the training runs and whether mixed precision is used on CUDA (see
+        :func:`~facepriv.attacks.reconstruction.trainer.train_decoder`); recorded in ``config.json``.
     """
     train, test = split_paired(data, cfg.test_fraction, cfg.seed, max_train)
     if loss_model is not None and loss_model.name != model.name:
@@ -156,7 +161,7 @@ def train_decoder_on(
     preview = (pv_inputs, resize_crops(test.crops[pv_rows], cfg.size))
     split = {"seed": cfg.seed, "train_identities": train_ids, "test_identities": test_ids}
     res = train_decoder(inputs, targets, cfg, run_dir, loss_model.torch_module(), tuple(loss_model.card.input_size),
-                        preview, resume, overwrite, max_steps, split=split)
+                        preview, resume, overwrite, max_steps, split=split, device=device, amp=amp)
     return Trained(res, cfg, frozenset(train_ids), frozenset(test_ids))
 
 
@@ -202,6 +207,7 @@ def evaluate_decoder_on(
     head: dict[str, Any] | None = None,
     judges: tuple[str, ...] = (),
     originals_for: Any = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Reconstruct the faces of ``test`` from their (protected) templates and measure the attack.
 
@@ -234,6 +240,8 @@ def evaluate_decoder_on(
         (:mod:`~facepriv.attacks.reconstruction.judges`); the caller checks they are independent.
     originals_for : callable(recipe) -> AlignedCrops
         Aligned crops of the original photos for a recipe (needed with ``judges``).
+    device : str
+        Resolved torch device of the decoding and re-embedding (the decoder is not moved).
 
     Returns
     -------
@@ -253,7 +261,8 @@ def evaluate_decoder_on(
     applied = None if is_unprotected(protection) else protection.record()
     if inputs.shape[1] != decoder.embedding_dim:
         raise ParameterError(f"protected templates have dimension {inputs.shape[1]}, the decoder expects {decoder.embedding_dim}")
-    summary, recon, scores = evaluate_reconstructions(test, inputs, decoder, model, tuple(transfer), gender, seed)
+    summary, recon, scores = evaluate_reconstructions(test, inputs, decoder, model, tuple(transfer), gender, seed,
+                                                     device=device)
     if judges:
         from facepriv.attacks.reconstruction.attack import FMRS
         from facepriv.attacks.reconstruction.judges import judge

@@ -76,12 +76,15 @@ def train_run(
     max_steps: int | None = None,
     max_train: int | None = None,
     loss_model: str | None = None,
+    device: str = "cpu",
+    amp: bool | None = None,
 ) -> TrainResult:
     """Train a decoder from an embeddings file + image folder into run folder ``out``.
 
     Everything is checked before the photos are aligned: the run folder, the file, the
     protection (``protection_params`` may hold a secret such as a fixed permutation's seed; only
-    public parameters are written).
+    public parameters are written). ``device`` and ``amp`` (mixed precision, CUDA only) say how
+    the decoder is trained; both are recorded in ``config.json``.
     """
     cfg.validate()
     if check_run_folder(out, resume, overwrite) == "resume":
@@ -95,7 +98,7 @@ def train_run(
     data = load_paired(es, images, model.card.alignment, embeddings)
     return train_decoder_on(data, prot, cfg, out, model, max_train=max_train, resume=resume, overwrite=overwrite,
                             max_steps=max_steps, extra={"embeddings": str(embeddings), "images": str(images)},
-                            loss_model=proxy).result
+                            loss_model=proxy, device=device, amp=amp).result
 
 
 def read_split(run: Path) -> set[str]:
@@ -163,6 +166,7 @@ def evaluate_run(
     protection: str | None = None,
     judges: tuple[str, ...] = (),
     white_box_judges: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Evaluate the decoder of ``run`` on the held-out identities of ``embeddings``; write ``out``.
 
@@ -172,7 +176,7 @@ def evaluate_run(
     Writes ``summary.json``, ``samples.png`` and ``scores.csv`` (none replaced without ``overwrite``).
     ``judges`` judge the reconstructions after re-detection (see
     :mod:`~facepriv.attacks.reconstruction.judges`); one the run touched (its template or loss model)
-    is refused unless ``white_box_judges``.
+    is refused unless ``white_box_judges``. ``device`` runs the decoding and re-embedding there.
     """
     from facepriv.attacks.reconstruction.judges import check_judges
 
@@ -203,4 +207,4 @@ def evaluate_run(
 
     return evaluate_decoder_on(decoder, test, prot, model, transfer=transfer_models, gender=gender, seed=seed,
                                max_test=max_test, out_dir=out, overwrite=overwrite, head=head,
-                               judges=judges, originals_for=originals_for)
+                               judges=judges, originals_for=originals_for, device=device)

@@ -8,10 +8,20 @@ seeded with ``(cfg.seed, e)``; the checkpoint after every epoch holds the decode
 scheduler states and the torch random state, so training N epochs in one go and training k
 epochs, being killed, and resuming to N give bit-identical decoders. Everything is loaded with
 ``torch.load(..., weights_only=True)``; a damaged file gives a clear error naming it.
+
+``device`` (a resolved torch device, default ``"cpu"``) says where the decoder and the identity
+network run; random draws (initial weights, batch orders) stay on the CPU generators, so a run
+starts from the same weights on any device, and checkpoints are always written with CPU tensors
+(a run trained on a GPU resumes or evaluates anywhere). ``amp`` turns on mixed precision on CUDA
+only (:func:`facepriv.device.resolve_amp`): the decoder and the identity network run under
+autocast (bfloat16, or float16 with a gradient scaler), the MSE and SSIM terms in float32. The
+device and the AMP setting are recorded in ``config.json`` (``extra.device``, ``extra.amp``); on
+the CPU nothing about the computation changes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -42,6 +52,7 @@ from facepriv.attacks.reconstruction.runfolder import (  # noqa: F401 - re-expor
     load_state,
 )
 from facepriv.attacks.reconstruction.viz import pair_grid, save_png
+from facepriv.device import autocast, cpu_state, grad_scaler, module_on, resolve_amp, to_device
 from facepriv.errors import InputFileError, ParameterError
 from facepriv.fileio import FolderLock, atomic_path, write_json_atomic
 from facepriv.progress import progress
@@ -69,17 +80,31 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """float (N, 3, H, W) in [0, 1] -> uint8 (N, H, W, 3)."""
-    return (images.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()).copy()
+    return (images.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()).copy()
+
+
+def module_device(module: nn.Module) -> str:
+    """Device of a module's first parameter (``"cpu"`` for a module without parameters)."""
+    for p in module.parameters():
+        return str(p.device)
+    return "cpu"
 
 
 @torch.no_grad()
-def reconstruct(decoder: nn.Module, embeddings: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Decode embeddings (N, D) to uint8 images (N, s, s, 3) in eval mode."""
+def reconstruct(decoder: nn.Module, embeddings: np.ndarray, batch_size: int = 64, device: str | None = None) -> np.ndarray:
+    """Decode embeddings (N, D) to uint8 images (N, s, s, 3) in eval mode.
+
+    ``device`` (default: where the decoder is) runs the decoding there; the caller's decoder is
+    not moved (a copy is, see :func:`facepriv.device.module_on`).
+    """
     decoder.eval()
+    if device is not None:
+        decoder = module_on(decoder, device)
+    dev = module_device(decoder)
     outs = []
     for i in range(0, len(embeddings), batch_size):
         z = torch.from_numpy(np.ascontiguousarray(embeddings[i : i + batch_size], dtype=np.float32))
-        outs.append(to_uint8(decoder(z)))
+        outs.append(to_uint8(decoder(to_device(z, dev))))
     return np.concatenate(outs) if outs else np.zeros((0, 0, 0, 3), np.uint8)
 
 
@@ -94,12 +119,14 @@ class TrainResult:
 
 
 def _save_checkpoint(run: Path, decoder, opt, sched, epoch: int, history: list[dict[str, float]]) -> None:
+    on_cpu = module_device(decoder) == "cpu"
+    weights = decoder.state_dict() if on_cpu else cpu_state(decoder.state_dict())
     with atomic_path(run / WEIGHTS) as tmp:
-        torch.save(decoder.state_dict(), tmp)
+        torch.save(weights, tmp)
     state = {
         "epoch": epoch,
-        "decoder": decoder.state_dict(),
-        "optimizer": opt.state_dict(),
+        "decoder": weights,
+        "optimizer": opt.state_dict() if on_cpu else cpu_state(opt.state_dict()),
         "scheduler": sched.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "history": history,
@@ -149,6 +176,8 @@ def train_decoder(
     overwrite: bool = False,
     max_steps: int | None = None,
     split: dict[str, Any] | None = None,
+    device: str = "cpu",
+    amp: bool | None = None,
 ) -> TrainResult:
     """Train a :class:`FaceDecoder` from ``inputs`` (embeddings, protected or not) to ``targets``.
 
@@ -177,6 +206,12 @@ def train_decoder(
     split : dict, optional
         Written to ``split.json`` (train / test identities); on resume it must name the same
         training identities as the run's.
+    device : str
+        Resolved torch device of the training (:func:`facepriv.device.resolve_device`); the
+        returned decoder is on the CPU whatever the device.
+    amp : bool, optional
+        Mixed precision on CUDA (None: on for CUDA); always off on the CPU. Recorded in
+        ``config.json`` as ``extra.amp`` with ``extra.device``.
     """
     cfg.validate()
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
@@ -186,8 +221,10 @@ def train_decoder(
         raise ParameterError(f"targets must be uint8 ({len(inputs)}, {cfg.size}, {cfg.size}, 3), got {targets.dtype} {targets.shape}")
     if len(inputs) < 2:
         raise ParameterError(f"need at least 2 training samples, got {len(inputs)}")
+    use_amp = resolve_amp(device, amp)
+    cfg = dataclasses.replace(cfg, extra={**cfg.extra, "device": device, "amp": use_amp})
     if run_dir is None:
-        return _train(inputs, targets, cfg, None, recognition, input_size, preview, False, max_steps)
+        return _train(inputs, targets, cfg, None, recognition, input_size, preview, False, max_steps, device, use_amp)
     run = Path(run_dir)
     check_run_folder(run, resume, overwrite)  # before the lock creates the folder
     with FolderLock(run, "training"):
@@ -202,14 +239,17 @@ def train_decoder(
         write_json_atomic(run / CONFIG, cfg.to_dict())
         if split is not None:
             write_json_atomic(run / SPLIT, split)
-        return _train(inputs, targets, cfg, run, recognition, input_size, preview, mode == "resume", max_steps)
+        return _train(inputs, targets, cfg, run, recognition, input_size, preview, mode == "resume", max_steps,
+                      device, use_amp)
 
 
 def _train(inputs, targets, cfg: TrainConfig, run: Path | None, recognition, input_size, preview, resume: bool,
-           max_steps: int | None) -> TrainResult:
+           max_steps: int | None, device: str = "cpu", amp: bool = False) -> TrainResult:
     with torch.random.fork_rng(devices=[]):  # draws from cfg.seed, leaves the global state alone
         torch.manual_seed(cfg.seed)
-        decoder = FaceDecoder(cfg.embedding_dim, cfg.size)
+        decoder = FaceDecoder(cfg.embedding_dim, cfg.size)  # initial weights drawn on the CPU: equal on any device
+        if device != "cpu":
+            decoder = decoder.to(device)
         opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
         history: list[dict[str, float]] = []
@@ -217,12 +257,34 @@ def _train(inputs, targets, cfg: TrainConfig, run: Path | None, recognition, inp
         if resume and run is not None:
             start, history = _resume_state(run, decoder, opt, sched)
             log.info("resuming %s after epoch %d", run, start)
-        return _epochs(inputs, targets, cfg, run, recognition, input_size, preview, max_steps,
-                       decoder, opt, sched, start, history)
+        res = _epochs(inputs, targets, cfg, run, recognition, input_size, preview, max_steps,
+                      decoder, opt, sched, start, history, device, amp)
+    if device != "cpu":
+        res.decoder.to("cpu")  # callers get a CPU decoder whatever the device
+    return res
+
+
+class _Autocast(nn.Module):
+    """A frozen network run under autocast on CUDA, its output back in float32."""
+
+    def __init__(self, net: nn.Module, device: str) -> None:
+        super().__init__()
+        self.net = net
+        self.device = device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, True):
+            return self.net(x).float()
 
 
 def _epochs(inputs, targets, cfg: TrainConfig, run: Path | None, recognition, input_size, preview, max_steps,
-            decoder, opt, sched, start: int, history: list[dict[str, float]]) -> TrainResult:
+            decoder, opt, sched, start: int, history: list[dict[str, float]], device: str = "cpu",
+            amp: bool = False) -> TrainResult:
+    if recognition is not None and device != "cpu":
+        recognition = module_on(recognition, device)
+        if amp:
+            recognition = _Autocast(recognition, device)
+    scaler = grad_scaler(device, amp)
     loss_fn = ReconstructionLoss(recognition, input_size, cfg.w_ssim, cfg.w_id)
     x_all = to_tensor(targets)
     z_all = torch.from_numpy(inputs)
@@ -230,7 +292,8 @@ def _epochs(inputs, targets, cfg: TrainConfig, run: Path | None, recognition, in
     if loss_fn.uses_id and start < cfg.epochs:
         # embeddings of the real targets are fixed: compute them once (same resize path as gen)
         emb_all = torch.cat(
-            [loss_fn.target_embeddings(x_all[i : i + 64]) for i in progress(range(0, len(x_all), 64), desc="target embeddings")]
+            [loss_fn.target_embeddings(to_device(x_all[i : i + 64], device))
+             for i in progress(range(0, len(x_all), 64), desc="target embeddings")]
         )
     t0, steps = time.time(), 0
     n, bs = len(inputs), cfg.batch_size
@@ -245,11 +308,22 @@ def _epochs(inputs, targets, cfg: TrainConfig, run: Path | None, recognition, in
         bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         done = 0
         for idx in bar:
-            gen = decoder(z_all[idx])
-            terms = loss_fn(gen, x_all[idx], None if emb_all is None else emb_all[idx])
+            if device == "cpu":
+                gen = decoder(z_all[idx])
+                terms = loss_fn(gen, x_all[idx], None if emb_all is None else emb_all[idx])
+            else:
+                with autocast(device, amp):
+                    gen = decoder(to_device(z_all[idx], device))
+                terms = loss_fn(gen.float(), to_device(x_all[idx], device),
+                                None if emb_all is None else emb_all[to_device(idx, device)])
             opt.zero_grad(set_to_none=True)
-            terms.total.backward()
-            opt.step()
+            if scaler is None:
+                terms.total.backward()
+                opt.step()
+            else:  # float16 autocast: scale the loss so small gradients survive
+                scaler.scale(terms.total).backward()
+                scaler.step(opt)
+                scaler.update()
             k = len(idx)
             sums["loss"] += float(terms.total.detach()) * k
             sums["mse"] += terms.mse * k
