@@ -245,7 +245,7 @@ class Runner:
             specs = {m.label: m for m in cfg.models}
             for mlabel, model in model_items:
                 if model is not None:
-                    clean, failures = embed_listing(listing, model, cache)
+                    clean, failures = embed_listing(listing, model, cache, self.device)
                 else:
                     clean, failures = listing.embeddings, []  # type: ignore[assignment]
                 att, vic = split_identities(clean.identity, clean.gender, cfg.attacker_fraction, cell_seed(cfg.seed, "split"))

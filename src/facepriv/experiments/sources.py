@@ -199,15 +199,19 @@ def load_listing(dataset_name: str, dataset_params: dict[str, Any], subset: dict
     return Listing(root, images, identity, gender, es)
 
 
-def embed_listing(listing: Listing, model, cache_dir: Path) -> tuple[EmbeddingSet, list[tuple[str, str]]]:
+def embed_listing(listing: Listing, model, cache_dir: Path,
+                  device: str = "cpu") -> tuple[EmbeddingSet, list[tuple[str, str]]]:
     """Embeddings of a listing for one model, cached per (listing sha256, model, alignment).
 
     Returns
     -------
     (EmbeddingSet, failures)
         Only samples with a detected face; ``failures`` lists (image, reason) of the others.
+        ``device`` (resolved, e.g. ``cuda:0``) runs the network there; the cache does not depend
+        on it (templates are the same up to float rounding).
     """
     from facepriv.fileio import write_json_atomic
+    from facepriv.models.base import embed_on
 
     if listing.embeddings is not None:
         return listing.embeddings, []
@@ -235,7 +239,7 @@ def embed_listing(listing: Listing, model, cache_dir: Path) -> tuple[EmbeddingSe
     emb = np.empty((len(ac), model.card.embedding_dim), dtype=np.float32)
     bs = 32
     for i in progress(range(0, len(ac), bs), desc=f"embed ({model.name})", unit="batch"):
-        emb[i : i + bs] = model.embed(ac.crops[i : i + bs])
+        emb[i : i + bs] = embed_on(model, ac.crops[i : i + bs], device)
     pos = {im: i for i, im in enumerate(listing.images)}
     rows = [pos[i] for i in ac.ids]
     es = EmbeddingSet(
