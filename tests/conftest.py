@@ -38,19 +38,19 @@ def lfw_meta_dir() -> Path:
     return _data_dir("lfw-meta")
 
 
-def celeba_rows(celeba_dir: Path, n_ids: int = 8, per_id: int = 5,
-                balance_gender: bool = True) -> list[tuple[str, str, str]]:
+def celeba_rows(celeba_dir: Path, n_ids: int = 8, per_id: int = 5, balance_gender: bool = True,
+                min_photos: int | None = None) -> list[tuple[str, str, str]]:
     """(image, identity, gender) of ``per_id`` photos of ``n_ids`` gender-labelled CelebA people.
 
     Sorted, so every machine picks the same photos. ``balance_gender``: half female, half male;
-    otherwise the first ``n_ids`` identities with enough photos.
+    otherwise the first ``n_ids`` identities with enough photos (``min_photos``, default ``per_id``).
     """
     with open(celeba_dir / "labels.csv", newline="") as f:
         rows = sorted((r["image"], r["identity"], r["gender"]) for r in csv.DictReader(f) if r["gender"])
     by_id: dict[str, list] = {}
     for r in rows:
         by_id.setdefault(r[1], []).append(r)
-    full = [i for i in sorted(by_id) if len(by_id[i]) >= per_id]
+    full = [i for i in sorted(by_id) if len(by_id[i]) >= (min_photos or per_id)]
     if balance_gender:
         ids = [i for g in ("female", "male") for i in [i for i in full if by_id[i][0][2] == g][: n_ids // 2]]
     else:

@@ -7,16 +7,15 @@ that its comparator re-aligns, so it is no more renewable than no protection.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import celeba_rows, dlib_templates
 
 from facepriv import testing
 from facepriv.attacks.base import AttackData
 from facepriv.attacks.iso30136 import rekeyed
-from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
 from facepriv.registry import create
 from facepriv.splits import split_two
@@ -26,32 +25,11 @@ PER_ID = 5
 ISO_ATTACKS = ("unlinkability", "renewability", "irreversibility", "identification")
 
 
-def _rows(celeba_dir: Path) -> list[tuple[str, str, str]]:
-    with open(celeba_dir / "labels.csv", newline="") as f:
-        rows = [(r["image"], r["identity"], r["gender"]) for r in csv.DictReader(f) if r["gender"]]
-    by_id: dict[str, list] = {}
-    for r in sorted(rows):
-        by_id.setdefault(r[1], []).append(r)
-    out = []
-    for g in ("female", "male"):
-        ids = [i for i in sorted(by_id) if by_id[i][0][2] == g and len(by_id[i]) >= PER_ID][: N_IDS // 2]
-        out += [r for i in ids for r in by_id[i][:PER_ID]]
-    return out
-
-
 @pytest.fixture(scope="module")
 def real(celeba_dir):
     """dlib templates of 80 real photos of 16 people."""
-    from facepriv.models.zoo import get_model
-    from facepriv.pipeline import align_images
-
-    rows = _rows(celeba_dir)
-    model = get_model("dlib_resnet")
-    ac = align_images(celeba_dir, [r[0] for r in rows], model.card.alignment)
-    keep = set(ac.ids)
-    rows = [r for r in rows if r[0] in keep]
-    es = EmbeddingSet(model.embed(ac.crops), np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
-                      {"gender": np.array([r[2] for r in rows])}, "dlib_resnet", None)
+    t = dlib_templates(celeba_dir, celeba_rows(celeba_dir, N_IDS, PER_ID))
+    es, model = t["es"], t["model"]
     att, vic = split_two(es.identity, 0.5, seed=3, strata=es.gender)
     return {"es": es, "model": model, "att": att, "vic": vic}
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
+from conftest import celeba_rows, dlib_templates
 
 from facepriv import testing
 from facepriv.attacks.base import AttackData
@@ -28,25 +28,8 @@ def _one_thread(monkeypatch):
 
 @pytest.fixture(scope="module")
 def real(celeba_dir):
-    """Templates of 32 real photos (8 people, 4 each, both genders) and their model."""
-    from facepriv.models.zoo import get_model
-    from facepriv.pipeline import align_images
-
-    with open(celeba_dir / "labels.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["gender"]]
-    by: dict[str, list[dict]] = {}
-    for r in sorted(rows, key=lambda r: r["image"]):
-        by.setdefault(r["identity"], []).append(r)
-    picked = []
-    for g in ("female", "male"):
-        ids = [i for i in sorted(by) if by[i][0]["gender"] == g and len(by[i]) >= PER_ID + 2][: N_IDS // 2]
-        picked += [r for i in ids for r in by[i][:PER_ID]]
-    model = get_model("dlib_resnet")
-    ac = align_images(celeba_dir, [r["image"] for r in picked], model.card.alignment)
-    lab = {r["image"]: r for r in picked}
-    es = EmbeddingSet(model.embed(ac.crops), np.array(ac.ids), np.array([lab[i]["identity"] for i in ac.ids]),
-                      {"gender": np.array([lab[i]["gender"] for i in ac.ids])}, "dlib_resnet")
-    return {"es": es, "model": model, "root": celeba_dir}
+    """dlib templates of 32 real photos (8 people, 4 each, both genders) and their model."""
+    return dlib_templates(celeba_dir, celeba_rows(celeba_dir, N_IDS, PER_ID, min_photos=PER_ID + 2))
 
 
 def _data(real, protection, work_dir=None) -> AttackData:
