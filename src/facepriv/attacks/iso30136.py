@@ -270,6 +270,13 @@ class Renewability(Attack):
         )
 
 
+def no_inversion(protection: Any) -> str | None:
+    """Why ``protection`` cannot be attacked with its key disclosed (it has no ``invert``), or None."""
+    if not callable(getattr(protection, "invert", None)):
+        return f"{getattr(protection, 'name', 'this protection')} has no key-disclosure inversion (invert)"
+    return None
+
+
 @register("attack", "irreversibility")
 class Irreversibility(Attack):
     """Irreversibility under key disclosure: invert protected templates with the key, then match.
@@ -305,10 +312,7 @@ class Irreversibility(Attack):
 
     @classmethod
     def not_applicable(cls, protection: Any, has_images: bool) -> str | None:
-        why = super().not_applicable(protection, has_images)
-        if why is None and not callable(getattr(protection, "invert", None)):
-            return f"{getattr(protection, 'name', 'this protection')} has no key-disclosure inversion (invert)"
-        return why
+        return super().not_applicable(protection, has_images) or no_inversion(protection)
 
     def run(self, data: AttackData) -> AttackOutcome:
         self.validate_params()

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from facepriv.attacks.base import Attack, AttackData, AttackOutcome, headline, protect_rows
+from facepriv.attacks.iso30136 import no_inversion
 from facepriv.determinism import machine_threads, torch_threads
 from facepriv.errors import ParameterError
 from facepriv.registry import register
@@ -100,10 +101,7 @@ class ImageIrreversibility(Attack):
 
     @classmethod
     def not_applicable(cls, protection: Any, has_images: bool) -> str | None:
-        why = super().not_applicable(protection, has_images)
-        if why is None and not callable(getattr(protection, "invert", None)):
-            return f"{getattr(protection, 'name', 'this protection')} has no key-disclosure inversion (invert)"
-        return why
+        return super().not_applicable(protection, has_images) or no_inversion(protection)
 
     def run(self, data: AttackData) -> AttackOutcome:
         """Train, invert, decode and judge in memory; nothing is written (no key, no decoder)."""
