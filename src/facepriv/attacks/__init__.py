@@ -3,6 +3,7 @@
 from facepriv.advface import adaptive_attack as _advface_adaptive  # noqa: F401
 from facepriv.advface import attack as _advface_attack  # noqa: F401
 from facepriv.attacks import classifiers as _classifiers  # noqa: F401
+from facepriv.attacks import identification as _identification  # noqa: F401
 from facepriv.attacks import iso30136 as _iso30136  # noqa: F401
 from facepriv.attacks import iso30136_image as _iso30136_image  # noqa: F401
 from facepriv.attacks import saliency as _saliency  # noqa: F401
