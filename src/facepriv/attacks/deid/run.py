@@ -34,7 +34,8 @@ from facepriv.fileio import write_json_atomic, write_text_atomic
 from facepriv.images import load_rgb, path_under
 from facepriv.metrics.privacy import psr_at_k, rank_of_true_identity
 from facepriv.progress import progress
-from facepriv.protections.image import ImageProtection, SourcePipeline, build_image_protection, stored_name
+from facepriv.protections.cloaks import build_image_protection
+from facepriv.protections.image import ImageProtection, SourcePipeline, stored_name
 
 log = logging.getLogger(__name__)
 
