@@ -577,6 +577,9 @@ row("reconstruct-eval/threads=0", RE + " --threads 0", r"--threads", _set_bad(ba
 row("reconstruct-eval/device=gpu0", RE + " --device gpu0", r"--device", _set_bad(bad_rundir, "empty"))
 for v in ("no_such_model", "sface,no_such_model"):
     row(f"reconstruct-eval/judges={v}", RE + f" --judges {v}", r"--judges|no_such_model", _set_bad(bad_rundir, "empty"))
+RD = "reconstruct decode {bad} --embeddings {E} --out {tmp}/o/rd"
+file_rows("reconstruct-decode", RD, bad_rundir, RUNDIR_KINDS, r"bad_run")
+row("reconstruct-decode/device=gpu0", RD + " --device gpu0", r"--device", _set_bad(bad_rundir, "empty"))
 RG = "reconstruct grid --embeddings {E} --images {data} --epochs 1 --test-fraction 0.5 --out {tmp}/o/grid"
 file_rows("reconstruct-grid", "reconstruct grid --embeddings {bad} --images {data} --epochs 1 --out {tmp}/o/grid",
           bad_npz, ("missing", "text", "nan"))

@@ -179,3 +179,33 @@ def test_judges_from_the_command_line(files, tmp_path, capsys):
     assert s["scenario"]["loss_model"] == "mobilefacenet" and s["scenario"]["models_touched"] == ["dlib_resnet", "mobilefacenet"]
     assert set(s["judges"]["sface"]["sar"]) == {"0.001", "0.01", "0.1"}
     assert "judge sface" in capsys.readouterr().out
+
+
+def test_decode_writes_faces_of_templates_made_elsewhere(files, tmp_path, capsys):
+    """`reconstruct decode`: one face per template, an index and a sheet; never replaced silently; a file of
+    another template size is refused naming the file."""
+    from PIL import Image
+
+    from facepriv.embeddings import load_embeddings
+
+    es = load_embeddings(files["E"])
+    argv = ["-q", "reconstruct", "decode", str(files["run"]), "--embeddings", str(files["E"]), "--out",
+            str(tmp_path / "faces")]
+    assert main(argv) == 0
+    with open(tmp_path / "faces" / "index.csv", newline="", encoding="utf-8") as f:
+        index = list(csv.DictReader(f))
+    assert [r["id"] for r in index] == es.ids.tolist()
+    assert [r["identity"] for r in index] == es.identity.tolist()
+    face = np.asarray(Image.open(tmp_path / "faces" / index[-1]["file"]))
+    assert face.shape == (64, 64, 3) and face.std() > 0
+    assert (tmp_path / "faces" / "faces.png").stat().st_size > 0
+    _refused(argv, capsys, tmp_path, "already exists")
+    assert main([*argv, "--overwrite"]) == 0
+    wide = EmbeddingSet(np.ones((3, 512), np.float32), np.array(["a", "b", "c"]), np.array(["x", "x", "y"]))
+    save_embeddings(wide, tmp_path / "wide.npz")
+    line = _refused(["-q", "reconstruct", "decode", str(files["run"]), "--embeddings", str(tmp_path / "wide.npz"),
+                     "--out", str(tmp_path / "w")], capsys, tmp_path, "wide.npz")
+    assert "dimension 512" in line and "expects 128" in line
+    (tmp_path / "f.txt").write_text("x")
+    _refused(["-q", "reconstruct", "decode", str(files["run"]), "--embeddings", str(files["E"]), "--out",
+              str(tmp_path / "f.txt")], capsys, tmp_path, "f.txt")

@@ -38,6 +38,8 @@ examples:
       continue an interrupted run from its last epoch checkpoint
   facepriv reconstruct eval runs/unprot --embeddings celeba_dlib.npz --images celeba-crops/ --out eval/unprot
       RSR / SRRA at FMR 0.1%, 1%, 10%, SSIM/PSNR/MSE, gender, transfer to SFace -> summary.json, samples.png
+  facepriv reconstruct decode runs/unprot --embeddings estimates.npz --out faces/
+      faces from templates made elsewhere (e.g. the estimates of `facepriv score-attack`)
   facepriv reconstruct grid --embeddings celeba_dlib.npz --images celeba-crops/ --out grid/ \\
           --block-sizes 16,32 --moved-blocks 2,4 --size 64 --epochs 2
       one decoder per (K, P): RSR table + heat-map PNGs
@@ -91,7 +93,7 @@ def _protection_args(p: argparse.ArgumentParser, with_name: bool = True) -> None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``reconstruct train|eval|grid|figure``."""
+    """Add ``reconstruct train|eval|decode|grid|figure``."""
     p = subparsers.add_parser(
         "reconstruct",
         help="reconstruction attack: decode face images from (protected) templates (WIFS 2023)",
@@ -104,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="reconstruct_command", metavar="{train,eval,grid,figure}", parser_class=ComponentHelpParser)
+    sub = p.add_subparsers(dest="reconstruct_command", metavar="{train,eval,decode,grid,figure}", parser_class=ComponentHelpParser)
 
     t = sub.add_parser("train", help="train a decoder into a run folder", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_train_args(t)
@@ -142,6 +144,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace the files of DIR the evaluation writes")
     add_device_flag(e, "decoding and re-embedding run there")
     e.set_defaults(handler=run_eval)
+
+    d = sub.add_parser(
+        "decode", help="decode the templates of an embeddings file into face images (e.g. score-attack estimates)",
+        description="Decode every template of an embeddings file with a trained decoder, e.g. the templates "
+                    "`facepriv score-attack` estimated from comparison scores. Writes DIR/NNNNN.png (file order), "
+                    "DIR/index.csv (file,id,identity) and DIR/faces.png (up to 64 faces).")
+    d.add_argument("run", metavar="RUN", help="run folder made by `facepriv reconstruct train`")
+    d.add_argument("--embeddings", required=True, metavar="T.npz",
+                   help="templates to decode (the decoder's size; made by its model when the file names one)")
+    d.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    d.add_argument("--overwrite", action="store_true", help="replace the files of DIR the decoding writes")
+    add_device_flag(d, "decoding runs there")
+    d.set_defaults(handler=run_decode)
 
     g = sub.add_parser(
         "grid", help="K x P grid for the PE-MIU variant: RSR table + heat-maps",
@@ -244,6 +259,15 @@ def run_eval(args: argparse.Namespace) -> int:
     for name, j in s.get("judges", {}).items():
         sar = ", ".join(f"{100 * v:.1f}%@{100 * float(k):g}%" for k, v in j["sar"].items())
         print(f"judge {name} (never saw the decoder's training): SAR {sar}; {100 * j['detected']:.0f}% re-detected")
+    return 0
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    """Handler of ``facepriv reconstruct decode``."""
+    from facepriv.attacks.reconstruction.runs_files import decode_run
+
+    out = decode_run(args.run, args.embeddings, args.out, args.overwrite, resolve_cli_device(args.device))
+    print(f"decoded faces in {out}/ (NNNNN.png, index.csv, faces.png)")
     return 0
 
 

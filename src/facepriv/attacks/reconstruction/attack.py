@@ -190,9 +190,9 @@ class ReconstructionAttack(Attack):
             if isinstance(v, str) or not isinstance(v, Sequence):
                 raise ParameterError(f"{name}: give a list of recognition models (or none), got {v!r}", param=name)
             for t in v:
-                _model_name(name, t)
+                check_model_name(name, t)
         if self.loss_model is not None:
-            _model_name("loss_model", self.loss_model)
+            check_model_name("loss_model", self.loss_model)
         if not isinstance(self.white_box_judges, bool):
             raise ParameterError(f"white_box_judges: must be true or false, got {self.white_box_judges!r}",
                                  param="white_box_judges")
@@ -275,7 +275,8 @@ class ReconstructionAttack(Attack):
         return outcome(summary, float(self.headline_fmr), ["eval/samples.png"] if work is not None else [])
 
 
-def _model_name(param: str, name: Any) -> None:
+def check_model_name(param: str, name: Any) -> None:
+    """Raise ParameterError (``param``) unless ``name`` is a registered recognition model."""
     from facepriv.registry import get_class
 
     if not isinstance(name, str) or not name:

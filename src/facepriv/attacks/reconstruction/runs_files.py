@@ -208,3 +208,48 @@ def evaluate_run(
     return evaluate_decoder_on(decoder, test, prot, model, transfer=transfer_models, gender=gender, seed=seed,
                                max_test=max_test, out_dir=out, overwrite=overwrite, head=head,
                                judges=judges, originals_for=originals_for, device=device)
+
+
+#: files ``facepriv reconstruct decode`` writes into its output folder
+DECODE_OUTPUTS = ("faces.png", "index.csv")
+
+
+def decode_run(run: str | os.PathLike[str], embeddings: str | os.PathLike[str], out: str | os.PathLike[str],
+               overwrite: bool = False, device: str = "cpu") -> Path:
+    """Decode every template of an embeddings file with the decoder of ``run``; write faces into ``out``.
+
+    For templates that come from elsewhere, e.g. the estimates of ``facepriv score-attack``: writes
+    ``out/NNNNN.png`` (one face per row, in file order), ``out/index.csv`` (``file,id,identity``)
+    and ``out/faces.png`` (up to 64 faces tiled). The file must hold templates of the decoder's
+    size (and model, when the file names one). Nothing is replaced without ``overwrite``.
+    """
+    from facepriv.attacks.reconstruction.trainer import reconstruct
+    from facepriv.attacks.reconstruction.viz import save_png, tile
+    from facepriv.fileio import check_writable, write_text_atomic
+
+    cfg = load_config(run)
+    es = load_embeddings(embeddings)
+    if es.dim != cfg.embedding_dim:
+        raise InputFileError(embeddings, f"templates have dimension {es.dim}, the decoder of {run} expects {cfg.embedding_dim}")
+    if es.model and es.model != cfg.model:
+        raise InputFileError(embeddings, f"templates were made by {es.model!r}, the decoder of {run} decodes {cfg.model!r} ones")
+    outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise InputFileError(outp, "exists and is not a folder; the output must be a folder")
+    names = [f"{i:05d}.png" for i in range(len(es))]
+    for name in (*DECODE_OUTPUTS, *names):
+        check_writable(outp / name, overwrite)
+    decoder, _ = load_decoder(run)
+    faces = reconstruct(decoder, es.embeddings, device=device)
+    for name, face in zip(names, faces, strict=True):
+        save_png(face, outp / name)
+    rows = ["file,id,identity"] + [f"{n},{_csv(i)},{_csv(d)}" for n, i, d in zip(names, es.ids, es.identity, strict=True)]
+    write_text_atomic(outp / "index.csv", "\n".join(rows) + "\n")
+    save_png(tile(faces[:64]), outp / "faces.png")
+    return outp
+
+
+def _csv(value: Any) -> str:
+    """A CSV field (quoted when it holds a comma, quote or line break)."""
+    s = str(value)
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n\r') else s

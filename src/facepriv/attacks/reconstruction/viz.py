@@ -36,6 +36,20 @@ def pair_grid(originals: np.ndarray, reconstructions: np.ndarray, per_row: int =
     return out
 
 
+def tile(images: np.ndarray, per_row: int = 8, gap: int = 2) -> np.ndarray:
+    """Images of one size side by side, ``per_row`` per row, white gaps."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("nothing to draw: no images")
+    h, w = images.shape[1:3]
+    rows, cols = (n + per_row - 1) // per_row, min(n, per_row)
+    out = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, np.uint8)
+    for k in range(n):
+        r, c = divmod(k, per_row)
+        out[gap + r * (h + gap) : gap + r * (h + gap) + h, gap + c * (w + gap) : gap + c * (w + gap) + w] = images[k]
+    return out
+
+
 def column_grid(columns: Sequence[np.ndarray], gap: int = 2, titles: Sequence[str] | None = None,
                 cell: int | None = None) -> np.ndarray:
     """Samples as rows, one column per source (e.g. original, unprotected, PE-MIU 32, ...).

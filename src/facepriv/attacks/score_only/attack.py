@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,16 @@ class ScoreOnlyAttack(Attack):
         FMR of the headline SAR: 0.001, 0.01 or 0.1.
     seed : int
         Seeds the query set, the training subset and the victim subset (0 .. 2**32 - 1).
+    decoder : str or None
+        Run folder of ``facepriv reconstruct train`` (a decoder trained on unprotected templates of
+        the system's model, on the attacker's own photos). Given, the attack also decodes every
+        estimate into a face (Kim et al.'s second stage), victims are limited to people the decoder
+        never saw (its ``split.json``), and the decoded faces are presented to the system (embedded,
+        protected as probes) at every query count. None = stop at the template.
+    judges : sequence of str
+        Recognition models that judge the decoded faces at the largest query count after
+        re-detection and re-alignment (models the system or the decoder used are refused); needs
+        ``decoder`` and the photos.
     """
 
     summary = ("Score-only attacker: estimates victims' templates from the comparison scores of its own "
@@ -73,13 +84,16 @@ class ScoreOnlyAttack(Attack):
     applies_to = ("template",)
 
     def __init__(self, queries: Sequence[int] = QUERIES, alpha: float = 1.0, max_train: int | None = None,
-                 max_victims: int | None = 300, headline_fmr: float = 0.001, seed: int = 0) -> None:
+                 max_victims: int | None = 300, headline_fmr: float = 0.001, seed: int = 0,
+                 decoder: str | None = None, judges: Sequence[str] = ()) -> None:
         self.queries = queries
         self.alpha = alpha
         self.max_train = max_train
         self.max_victims = max_victims
         self.headline_fmr = headline_fmr
         self.seed = seed
+        self.decoder = decoder
+        self.judges = judges
 
     def validate_params(self) -> None:
         """Raise ParameterError naming the parameter at fault."""
@@ -96,6 +110,22 @@ class ScoreOnlyAttack(Attack):
                                  f"got {self.headline_fmr!r}", param="headline_fmr")
         if not _is_int(self.seed) or not 0 <= self.seed <= SEED_MAX:
             raise ParameterError(f"seed: must be an integer from 0 to {SEED_MAX}, got {self.seed!r}", param="seed")
+        if self.decoder is not None and (not isinstance(self.decoder, str) or not self.decoder):
+            raise ParameterError(f"decoder: give the path of a reconstruction run folder or null, got {self.decoder!r}",
+                                 param="decoder")
+        if self.decoder is not None and not (Path(self.decoder) / "config.json").is_file():
+            raise ParameterError(f"decoder: {self.decoder} is not a run folder of 'facepriv reconstruct train' "
+                                 "(no config.json)", param="decoder")
+        j = self.judges
+        if isinstance(j, (str, bytes)) or not isinstance(j, Sequence) or not all(isinstance(n, str) for n in j):
+            raise ParameterError(f"judges: give a list of recognition models (or none), got {j!r}", param="judges")
+        if j and self.decoder is None:
+            raise ParameterError("judges: judges look at decoded faces; set decoder as well", param="judges")
+        if j:
+            from facepriv.attacks.reconstruction.attack import check_model_name
+
+            for name in j:
+                check_model_name("judges", name)
 
     def run(self, data: AttackData) -> AttackOutcome:
         """Build the system and its oracles, run the attacker on oracles alone, score its estimates."""
@@ -109,12 +139,40 @@ class ScoreOnlyAttack(Attack):
         query_rows, train_rows = own[: counts[-1]], own[counts[-1]:]
         if self.max_train is not None:
             train_rows = train_rows[: self.max_train]
-        victims = np.sort(rng.permutation(np.asarray(data.victim))[: self.max_victims or len(data.victim)])
+        pool = np.asarray(data.victim)
+        run = self._decoder_run(data)
+        if run is not None:
+            from facepriv.attacks.score_only.decode import unseen_victims
+
+            pool = unseen_victims(pool, data.clean.identity, run.train_identities)
+        victims = np.sort(rng.permutation(pool)[: self.max_victims or len(pool)])
         if len(np.unique(data.clean.identity[victims])) < 2:
             raise ParameterError("the victim side needs at least two identities (impostor scores)")
         sys_, stored = _system(data, query_rows, victims)
         estimates = _attack(data, sys_, train_rows, stored, [0, *counts], float(self.alpha))
-        return _evaluate(data, victims, stored, estimates, counts, float(self.headline_fmr), self.seed)
+        out = _evaluate(data, victims, stored, estimates, counts, float(self.headline_fmr), self.seed)
+        if run is not None:
+            from facepriv.attacks.score_only.decoded_outcome import add_decoded
+
+            add_decoded(out, data, run, victims, stored, estimates, counts, list(self.judges))
+        return out
+
+    def _decoder_run(self, data: AttackData):
+        """The checked decoder run (None without ``decoder``); judges checked against what it touched."""
+        if self.decoder is None:
+            return None
+        from facepriv.attacks.reconstruction.judges import check_judges
+        from facepriv.attacks.score_only.decode import load_decoder_run
+
+        if data.model is None:
+            raise ParameterError("decoder: decoding needs the system's recognition model; the data are an "
+                                 "embeddings file", param="decoder")
+        if self.judges and data.image_root is None and data.aligned is None:
+            raise ParameterError("judges: judging decoded faces needs the photos; the data are an embeddings file",
+                                 param="judges")
+        run = load_decoder_run(self.decoder, data.model.name, data.clean.dim)
+        check_judges(list(self.judges), sorted({*run.touched, data.model.name}), False)
+        return run
 
 
 def _system(data: AttackData, query_rows: np.ndarray, victims: np.ndarray):

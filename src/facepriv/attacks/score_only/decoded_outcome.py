@@ -1,0 +1,83 @@
+"""Results of the score-only attack's decoding stage, added to the attack's outcome.
+
+Kept apart from :mod:`.attack` (the template stage) so that the attack without a decoder imports
+no torch code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from facepriv.attacks.base import AttackData, AttackOutcome
+from facepriv.attacks.score_only.decode import (
+    DecoderRun,
+    decoded_faces,
+    judge_faces,
+    samples_figure,
+    system_scores,
+)
+
+FMRS = (0.001, 0.01, 0.1)
+TABLE = "score-only decoded faces"
+
+
+def add_decoded(out: AttackOutcome, data: AttackData, run: DecoderRun, victims: np.ndarray, stored: np.ndarray,
+                estimates: dict[int, np.ndarray], counts: list[int], judges: list[str]) -> None:
+    """Decode the estimates at every query count, present the faces to the system, let judges look.
+
+    Adds ``decoded_sar_q{k}_fmr{f}`` (the system accepts the decoded face against the victim's
+    stored template, at the thresholds of the template stage), ``decoded_judge_{name}_fmr{f}`` and
+    ``decoded_judge_{name}_detected`` (largest query count), a table, a curve, and with a work
+    folder the figure ``score_only/decoded.png`` (original | decoded face at the largest count).
+    """
+    from facepriv.attacks.reconstruction.evaluate import fmr_key
+
+    prot = data.fitted_protection()
+    device = getattr(data, "device", "cpu")
+    m = out.metrics
+    ident = data.clean.identity[victims]
+    thr = {fmr_key(f): m[f"threshold_fmr{fmr_key(f)}"] for f in FMRS}
+    m["decoder"] = {"run": str(run.path), "template_model": run.model, "models_touched": run.touched,
+                    "size": run.size, "victims_unseen_by_decoder": True}
+    header = ["queries", "mean score (decoded face)"] + [f"system SAR @ FMR {100 * f:g} % (%)" for f in FMRS]
+    rows: list[list[Any]] = []
+    faces_max = np.zeros((0, run.size, run.size, 3), np.uint8)
+    for k in [0, *counts]:
+        faces = decoded_faces(run, estimates[k], device)
+        s = system_scores(faces, data.model, prot, stored, device)
+        row: list[Any] = [k, round(float(s.mean()), 4)]
+        for f in FMRS:
+            key = fmr_key(f)
+            m[f"decoded_sar_q{k}_fmr{key}"] = float(np.mean(s >= thr[key]))
+            row.append(round(100 * m[f"decoded_sar_q{k}_fmr{key}"], 1))
+            if k:
+                out.curves["sar_vs_queries"]["series"].setdefault(f"decoded face, SAR @ FMR {100 * f:g} %",
+                                                                   []).append(100 * m[f"decoded_sar_q{k}_fmr{key}"])
+        rows.append(row)
+        faces_max = faces
+    out.tables[TABLE] = {"header": header, "rows": rows}
+    if judges:
+        ids = data.clean.ids[victims].tolist()
+        verdicts = judge_faces(judges, faces_max, ids, ident, data.aligned_faces, FMRS)
+        jrows = []
+        for name, v in verdicts.items():
+            for key, rate in v["sar"].items():
+                m[f"decoded_judge_{name}_fmr{key}"] = rate
+            m[f"decoded_judge_{name}_detected"] = v["detected"]
+            jrows.append([name, counts[-1], round(100 * v["detected"], 1)]
+                         + [round(100 * v["sar"][fmr_key(f)], 1) for f in FMRS])
+        out.tables["score-only decoded faces, judges"] = {
+            "header": ["judge", "queries", "detected (%)"] + [f"SAR @ FMR {100 * f:g} % (%)" for f in FMRS],
+            "rows": jrows}
+        m["decoded_judge_protocol"] = next(iter(verdicts.values()))["protocol"]
+    work = data.work("score_only")
+    if work is not None:
+        originals = data.aligned_faces(data.model.card.alignment)
+        where = {i: n for n, i in enumerate(originals.ids)}
+        keep = np.array([n for n, i in enumerate(data.clean.ids[victims]) if i in where], dtype=np.int64)
+        if len(keep):
+            crops = originals.crops[[where[i] for i in data.clean.ids[victims][keep]]]
+            samples_figure(run, crops, faces_max[keep], ident[keep], work / "decoded.png")
+            out.images.append("score_only/decoded.png")
