@@ -64,6 +64,8 @@ def test_estimates_are_decoded_presented_and_judged(setting, tmp_path, protectio
             assert m[f"decoded_sar_q{k}_fmr{f}"] <= m[f"decoded_sar_q{k}_fmr0.1"]
     assert 0.0 <= m["decoded_judge_sface_detected"] <= 1.0
     assert m["decoded_judge_sface_fmr0.1"] <= m["decoded_judge_sface_detected"]  # undetected = rejected
+    assert m["decoded_judge_sface_q0_fmr0.1"] <= m["decoded_judge_sface_q0_detected"]  # the judges' baseline
+    assert [r[:2] for r in out.tables["score-only decoded faces, judges"]["rows"]] == [["sface", 16], ["sface", 0]]
     assert m["decoder"]["models_touched"] == ["dlib_resnet"]
     assert (tmp_path / "score_only" / "decoded.png").stat().st_size > 0
     assert "score_only/decoded.png" in out.images

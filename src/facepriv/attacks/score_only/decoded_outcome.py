@@ -29,8 +29,10 @@ def add_decoded(out: AttackOutcome, data: AttackData, run: DecoderRun, victims: 
 
     Adds ``decoded_sar_q{k}_fmr{f}`` (the system accepts the decoded face against the victim's
     stored template, at the thresholds of the template stage), ``decoded_judge_{name}_fmr{f}`` and
-    ``decoded_judge_{name}_detected`` (largest query count), a table, a curve, and with a work
-    folder the figure ``score_only/decoded.png`` (original | decoded face at the largest count).
+    ``decoded_judge_{name}_detected`` at the largest query count, and the same with ``_q0_`` for the
+    decoded mean template (the judges' baseline: a face the scores told nothing about), a table, a
+    curve, and with a work folder the figure ``score_only/decoded.png`` (original | decoded face at
+    the largest count).
     """
     from facepriv.attacks.reconstruction.evaluate import fmr_key
 
@@ -43,7 +45,7 @@ def add_decoded(out: AttackOutcome, data: AttackData, run: DecoderRun, victims: 
                     "size": run.size, "victims_unseen_by_decoder": True}
     header = ["queries", "mean score (decoded face)"] + [f"system SAR @ FMR {100 * f:g} % (%)" for f in FMRS]
     rows: list[list[Any]] = []
-    faces_max = np.zeros((0, run.size, run.size, 3), np.uint8)
+    faces_at: dict[int, np.ndarray] = {}
     for k in [0, *counts]:
         faces = decoded_faces(run, estimates[k], device)
         s = system_scores(faces, data.model, prot, stored, device)
@@ -56,22 +58,11 @@ def add_decoded(out: AttackOutcome, data: AttackData, run: DecoderRun, victims: 
                 out.curves["sar_vs_queries"]["series"].setdefault(f"decoded face, SAR @ FMR {100 * f:g} %",
                                                                    []).append(100 * m[f"decoded_sar_q{k}_fmr{key}"])
         rows.append(row)
-        faces_max = faces
+        if k in (0, counts[-1]):
+            faces_at[k] = faces
     out.tables[TABLE] = {"header": header, "rows": rows}
     if judges:
-        ids = data.clean.ids[victims].tolist()
-        verdicts = judge_faces(judges, faces_max, ids, ident, data.aligned_faces, FMRS)
-        jrows = []
-        for name, v in verdicts.items():
-            for key, rate in v["sar"].items():
-                m[f"decoded_judge_{name}_fmr{key}"] = rate
-            m[f"decoded_judge_{name}_detected"] = v["detected"]
-            jrows.append([name, counts[-1], round(100 * v["detected"], 1)]
-                         + [round(100 * v["sar"][fmr_key(f)], 1) for f in FMRS])
-        out.tables["score-only decoded faces, judges"] = {
-            "header": ["judge", "queries", "detected (%)"] + [f"SAR @ FMR {100 * f:g} % (%)" for f in FMRS],
-            "rows": jrows}
-        m["decoded_judge_protocol"] = next(iter(verdicts.values()))["protocol"]
+        _judge(out, data, victims, ident, faces_at, judges)
     work = data.work("score_only")
     if work is not None:
         originals = data.aligned_faces(data.model.card.alignment)
@@ -79,5 +70,28 @@ def add_decoded(out: AttackOutcome, data: AttackData, run: DecoderRun, victims: 
         keep = np.array([n for n, i in enumerate(data.clean.ids[victims]) if i in where], dtype=np.int64)
         if len(keep):
             crops = originals.crops[[where[i] for i in data.clean.ids[victims][keep]]]
-            samples_figure(run, crops, faces_max[keep], ident[keep], work / "decoded.png")
+            samples_figure(run, crops, faces_at[counts[-1]][keep], ident[keep], work / "decoded.png")
             out.images.append("score_only/decoded.png")
+
+
+def _judge(out: AttackOutcome, data: AttackData, victims: np.ndarray, ident: np.ndarray,
+           faces_at: dict[int, np.ndarray], judges: list[str]) -> None:
+    """Judges' verdicts on the decoded faces at the largest query count and on the no-query baseline."""
+    from facepriv.attacks.reconstruction.evaluate import fmr_key
+
+    m = out.metrics
+    ids = data.clean.ids[victims].tolist()
+    top = max(faces_at)
+    jrows = []
+    for k in sorted(faces_at, reverse=True):
+        verdicts = judge_faces(judges, faces_at[k], ids, ident, data.aligned_faces, FMRS)
+        tag = "" if k == top else f"q{k}_"
+        for name, v in verdicts.items():
+            for key, rate in v["sar"].items():
+                m[f"decoded_judge_{name}_{tag}fmr{key}"] = rate
+            m[f"decoded_judge_{name}_{tag}detected"] = v["detected"]
+            jrows.append([name, k, round(100 * v["detected"], 1)] + [round(100 * v["sar"][fmr_key(f)], 1) for f in FMRS])
+        m["decoded_judge_protocol"] = next(iter(verdicts.values()))["protocol"]
+    out.tables["score-only decoded faces, judges"] = {
+        "header": ["judge", "queries", "detected (%)"] + [f"SAR @ FMR {100 * f:g} % (%)" for f in FMRS],
+        "rows": jrows}
