@@ -72,8 +72,8 @@ class ScoreOnlyAttack(Attack):
         never saw (its ``split.json``), and the decoded faces are presented to the system (embedded,
         protected as probes) at every query count. None = stop at the template.
     judges : sequence of str
-        Recognition models that judge the decoded faces at the largest query count after
-        re-detection and re-alignment (models the system or the decoder used are refused); needs
+        Recognition models that judge the decoded faces at the largest query count and at 0
+        queries (the decoded mean template, their baseline) after re-detection and re-alignment (models the system or the decoder used are refused); needs
         ``decoder`` and the photos.
     """
 
