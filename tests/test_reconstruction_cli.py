@@ -209,3 +209,16 @@ def test_decode_writes_faces_of_templates_made_elsewhere(files, tmp_path, capsys
     (tmp_path / "f.txt").write_text("x")
     _refused(["-q", "reconstruct", "decode", str(files["run"]), "--embeddings", str(files["E"]), "--out",
               str(tmp_path / "f.txt")], capsys, tmp_path, "f.txt")
+
+
+def test_a_checkpoint_for_another_template_size_is_one_line(files, tmp_path, capsys):
+    """config.json says 512-d, decoder.pt holds a 128-d decoder: one line naming decoder.pt, exit 2."""
+    run = tmp_path / "wrong"
+    shutil.copytree(files["run"], run)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "embedding_dim": 512}))
+    wide = EmbeddingSet(np.ones((3, 512), np.float32), np.array(["a", "b", "c"]), np.array(["x", "x", "y"]))
+    save_embeddings(wide, tmp_path / "wide.npz")
+    line = _refused(["-q", "reconstruct", "decode", str(run), "--embeddings", str(tmp_path / "wide.npz"), "--out",
+                     str(tmp_path / "faces")], capsys, tmp_path, "decoder.pt")
+    assert "do not fit a 512-d" in line

@@ -69,7 +69,8 @@ def load_decoder(run_dir: str | os.PathLike[str]) -> tuple[FaceDecoder, TrainCon
     try:
         dec.load_state_dict(state)
     except RuntimeError as exc:
-        raise InputFileError(path, f"weights do not fit a {cfg.embedding_dim}-d, {cfg.size}px decoder ({str(exc)[:200]})") from None
+        detail = " ".join(str(exc).split())[:200]  # torch's message spans lines; the error is one line
+        raise InputFileError(path, f"weights do not fit a {cfg.embedding_dim}-d, {cfg.size}px decoder ({detail})") from None
     return dec.eval(), cfg
 
 
