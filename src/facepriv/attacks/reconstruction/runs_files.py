@@ -6,6 +6,8 @@ and check their inputs, then call the in-memory functions of :mod:`.runs`.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -243,13 +245,11 @@ def decode_run(run: str | os.PathLike[str], embeddings: str | os.PathLike[str], 
     faces = reconstruct(decoder, es.embeddings, device=device)
     for name, face in zip(names, faces, strict=True):
         save_png(face, outp / name)
-    rows = ["file,id,identity"] + [f"{n},{_csv(i)},{_csv(d)}" for n, i, d in zip(names, es.ids, es.identity, strict=True)]
-    write_text_atomic(outp / "index.csv", "\n".join(rows) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "id", "identity"])
+    w.writerows(zip(names, es.ids.tolist(), es.identity.tolist(), strict=True))
+    write_text_atomic(outp / "index.csv", buf.getvalue())
     save_png(tile(faces[:64]), outp / "faces.png")
     return outp
 
-
-def _csv(value: Any) -> str:
-    """A CSV field (quoted when it holds a comma, quote or line break)."""
-    s = str(value)
-    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n\r') else s

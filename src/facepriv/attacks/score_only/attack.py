@@ -73,8 +73,9 @@ class ScoreOnlyAttack(Attack):
         protected as probes) at every query count. None = stop at the template.
     judges : sequence of str
         Recognition models that judge the decoded faces at the largest query count and at 0
-        queries (the decoded mean template, their baseline) after re-detection and re-alignment (models the system or the decoder used are refused); needs
-        ``decoder`` and the photos.
+        queries (the decoded mean template, their baseline) after re-detection and
+        re-alignment (models the system or the decoder used are refused); needs ``decoder`` and
+        the photos.
     """
 
     summary = ("Score-only attacker: estimates victims' templates from the comparison scores of its own "

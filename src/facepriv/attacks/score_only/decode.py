@@ -15,7 +15,6 @@ model (the estimates live in that space). Victims are limited to people the deco
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,14 +100,6 @@ def system_scores(faces: np.ndarray, model: Any, protection: Any, stored: np.nda
 
     emb = embed_images(model.torch_module(), faces, model.card.input_size, device=device)
     return np.asarray(protection.comparator().paired(protection.transform(emb), stored), dtype=np.float64)
-
-
-def judge_faces(judges: Sequence[str], faces: np.ndarray, ids: Sequence[str], identity: np.ndarray,
-                originals_for: Any, fmrs: Sequence[float]) -> dict[str, dict[str, Any]]:
-    """Each judge's success rate on the decoded faces (re-detected; see ``reconstruction.judges.judge``)."""
-    from facepriv.attacks.reconstruction.judges import judge
-
-    return {name: judge(name, faces, list(ids), identity, originals_for, tuple(fmrs)) for name in judges}
 
 
 def samples_figure(run: DecoderRun, originals: np.ndarray, faces: np.ndarray, identity: np.ndarray,

@@ -11,15 +11,9 @@ from typing import Any
 import numpy as np
 
 from facepriv.attacks.base import AttackData, AttackOutcome
-from facepriv.attacks.score_only.decode import (
-    DecoderRun,
-    decoded_faces,
-    judge_faces,
-    samples_figure,
-    system_scores,
-)
+from facepriv.attacks.score_only.attack import FMRS
+from facepriv.attacks.score_only.decode import DecoderRun, decoded_faces, samples_figure, system_scores
 
-FMRS = (0.001, 0.01, 0.1)
 TABLE = "score-only decoded faces"
 
 
@@ -78,13 +72,14 @@ def _judge(out: AttackOutcome, data: AttackData, victims: np.ndarray, ident: np.
            faces_at: dict[int, np.ndarray], judges: list[str]) -> None:
     """Judges' verdicts on the decoded faces at the largest query count and on the no-query baseline."""
     from facepriv.attacks.reconstruction.evaluate import fmr_key
+    from facepriv.attacks.reconstruction.judges import judge
 
     m = out.metrics
     ids = data.clean.ids[victims].tolist()
     top = max(faces_at)
     jrows = []
     for k in sorted(faces_at, reverse=True):
-        verdicts = judge_faces(judges, faces_at[k], ids, ident, data.aligned_faces, FMRS)
+        verdicts = {name: judge(name, faces_at[k], ids, ident, data.aligned_faces, FMRS) for name in judges}
         tag = "" if k == top else f"q{k}_"
         for name, v in verdicts.items():
             for key, rate in v["sar"].items():
