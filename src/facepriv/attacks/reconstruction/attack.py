@@ -186,11 +186,7 @@ class ReconstructionAttack(Attack):
                                  param="transfer")
 
         for name in ("transfer", "judges"):
-            v = getattr(self, name)
-            if isinstance(v, str) or not isinstance(v, Sequence):
-                raise ParameterError(f"{name}: give a list of recognition models (or none), got {v!r}", param=name)
-            for t in v:
-                check_model_name(name, t)
+            check_model_names(name, getattr(self, name))
         if self.loss_model is not None:
             check_model_name("loss_model", self.loss_model)
         if not isinstance(self.white_box_judges, bool):
@@ -273,6 +269,14 @@ class ReconstructionAttack(Attack):
             judges=tuple(self.judges), originals_for=data.aligned_faces, device=getattr(data, "device", "cpu"),
         )
         return outcome(summary, float(self.headline_fmr), ["eval/samples.png"] if work is not None else [])
+
+
+def check_model_names(param: str, value: Any) -> None:
+    """Raise ParameterError (``param``) unless ``value`` is a list of registered recognition models."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ParameterError(f"{param}: give a list of recognition models (or none), got {value!r}", param=param)
+    for name in value:
+        check_model_name(param, name)
 
 
 def check_model_name(param: str, name: Any) -> None:

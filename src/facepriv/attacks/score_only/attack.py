@@ -117,16 +117,11 @@ class ScoreOnlyAttack(Attack):
         if self.decoder is not None and not (Path(self.decoder) / "config.json").is_file():
             raise ParameterError(f"decoder: {self.decoder} is not a run folder of 'facepriv reconstruct train' "
                                  "(no config.json)", param="decoder")
-        j = self.judges
-        if isinstance(j, (str, bytes)) or not isinstance(j, Sequence) or not all(isinstance(n, str) for n in j):
-            raise ParameterError(f"judges: give a list of recognition models (or none), got {j!r}", param="judges")
-        if j and self.decoder is None:
-            raise ParameterError("judges: judges look at decoded faces; set decoder as well", param="judges")
-        if j:
-            from facepriv.attacks.reconstruction.attack import check_model_name
+        from facepriv.attacks.reconstruction.attack import check_model_names
 
-            for name in j:
-                check_model_name("judges", name)
+        check_model_names("judges", self.judges)
+        if self.judges and self.decoder is None:
+            raise ParameterError("judges: judges look at decoded faces; set decoder as well", param="judges")
 
     def run(self, data: AttackData) -> AttackOutcome:
         """Build the system and its oracles, run the attacker on oracles alone, score its estimates."""
