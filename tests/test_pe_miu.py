@@ -201,6 +201,23 @@ def test_native_scores_with_float_level_near_ties(dtype, kernel):
         assert counts["float_unsettled"] > 0
 
 
+@pytest.mark.parametrize("kernel", FLOAT_KERNELS)
+def test_float_solutions_the_float_check_leaves_are_checked_in_double(kernel):
+    """Random 512-d templates, block 32: the pairs the float check leaves (near ties at float
+    precision, ~2 %) mostly keep their float solution, certified against the double costs; the
+    double solver runs only for the rest. Scores equal the reference either way."""
+    _need_kernel(kernel)
+    rng = np.random.default_rng(13)
+    x, y = rng.normal(size=(60, 16, 32)), rng.normal(size=(60, 16, 32))
+    counts: dict[str, int] = {}
+    res = pe_native.pemiu_pairwise(x, y, counts=counts, kernel=kernel)
+    assert res is not None
+    assert counts["float_unsettled"] > 0
+    assert counts["double_unsettled"] < counts["float_unsettled"]
+    ref = _reference_matrix(x.reshape(60, -1)[:8], y.reshape(60, -1), 32)
+    np.testing.assert_allclose(res[0][:8], ref, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_native_scores_of_huge_templates(kernel):
     """Squared norms beyond float range: the double path alone."""

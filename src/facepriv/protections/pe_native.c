@@ -889,8 +889,8 @@ static void stream16_any(int n, source_t *src, int64_t count, slot_t *slots, ws_
 /* ---- AVX2 + FMA kernel (B <= 16), chosen at run time (see pick_kernel) ----
  * For CPUs without AVX-512 (e.g. AMD Zen 2/3): compiled for AVX2 + FMA whatever the build flags
  * (target pragma), and used only when cpuid reports both. Per pair:
- * - float costs (a2_costs): float32 block dot products with FMAs, 4 rows x 16 columns per pass
- *   (8 accumulators in ymm registers, one FMA chain each), c = sqrt(max(|a_i|^2 + |b_j|^2 - 2 g,
+ * - float costs (a2_costs): float32 block dot products with FMAs, 6 (then 4) rows x 16 columns
+ *   per pass (12 or 8 accumulators in ymm registers, one FMA chain each), c = sqrt(max(|a_i|^2 + |b_j|^2 - 2 g,
  *   FLT_MIN)) with the correctly rounded vsqrtps; returns the rigorous bound delta on |c - d| of
  *   costs32 (d = exact distance of the double blocks; derivation there) with m = k;
  * - float solver (a2_load, a2_start, a2_step): the AVX-512 slot solver's algorithm (column
@@ -899,8 +899,9 @@ static void stream16_any(int n, source_t *src, int64_t count, slot_t *slots, ws_
  *   interleaved), the 16 columns of a row in two ymm registers;
  * - float check (a2_certify): slot_certify32's rigorous check that the float solution is the
  *   unique optimum of the exact costs d with margin eps = 1e-9 x cmax;
- * - otherwise (near ties at float precision, a few % of random pairs) double costs and the
- *   portable solvers (jv_unique with its certificate, then SciPy's order), as the portable kernel;
+ * - otherwise (near ties at float precision, ~2 % of random pairs) double costs, the float
+ *   solution checked in double (a2_certify64: slot_certify's argument), and only when that fails
+ *   the portable solvers (jv_unique with its certificate, then SciPy's order);
  * - the score in double: sum_i a_i . b_col(i) / (|a| |b|). */
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_AVX2_KERNEL 1
@@ -935,43 +936,56 @@ a2_costs(const int n, const int k, const float *restrict a, const float *restric
     const __m256 inf = _mm256_set1_ps(INFINITY);
     __m256 mx = zero, mn = inf;
 #define LD(p, m) (n >= 16 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
-    for (int i = 0; i < n; i += 4) {
-        /* four rows of a x 16 columns, one FMA chain per accumulator: each load of bt feeds four
-         * rows (measured: 0.26 us per pair vs 0.32 for 2 rows x even/odd t, whose smaller error
-         * bound settled 1.4 % instead of 1.9 % of the pairs in float); rows past the end repeat */
-#define ROW(q) (a + (i + q < n ? i + q : n - 1) * k)
+    /* 6 rows of a x 16 columns per pass, then 4 (rows past the end repeat); one FMA chain per
+     * accumulator, so each cost is computed exactly as before. Each load of bt feeds all the pass's
+     * rows, and 12 chains leave slack over the 8 that the FMA latency needs (Zen 3: 0.254 -> 0.236
+     * us per pair; 4 rows x 16 had been 0.26 vs 0.32 for 2 rows x even/odd t) */
+#define FM(x, y, s_) x = _mm256_fmadd_ps(s_, bl, x); y = _mm256_fmadd_ps(s_, bh, y)
+#define OUT(q, X0, X1) if (i + (q) < n) { \
+            const __m256 sa = _mm256_set1_ps((float)sqa[i + (q)]); \
+            __m256 c0 = _mm256_sqrt_ps(_mm256_max_ps(_mm256_fnmadd_ps(two, X0, _mm256_add_ps(sa, sb0)), tiny)); \
+            __m256 c1 = _mm256_sqrt_ps(_mm256_max_ps(_mm256_fnmadd_ps(two, X1, _mm256_add_ps(sa, sb1)), tiny)); \
+            c0 = _mm256_and_ps(c0, _mm256_castsi256_ps(mlo)); \
+            c1 = _mm256_and_ps(c1, _mm256_castsi256_ps(mhi)); \
+            _mm256_store_ps(c32 + 16 * (i + (q)), c0); \
+            _mm256_store_ps(c32 + 16 * (i + (q)) + 8, c1); \
+            mx = _mm256_max_ps(mx, _mm256_max_ps(c0, c1)); \
+            mn = _mm256_min_ps(mn, _mm256_min_ps(_mm256_blendv_ps(inf, c0, _mm256_castsi256_ps(mlo)), \
+                                                 _mm256_blendv_ps(inf, c1, _mm256_castsi256_ps(mhi)))); \
+        }
+#define ROW(q) (a + (i + (q) < n ? i + (q) : n - 1) * k)
+    int i = 0;
+    for (; i + 6 <= n; i += 6) {
+        const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3), *r4 = ROW(4), *r5 = ROW(5);
+        __m256 x00 = zero, x01 = zero, x10 = zero, x11 = zero, x20 = zero, x21 = zero, x30 = zero, x31 = zero;
+        __m256 x40 = zero, x41 = zero, x50 = zero, x51 = zero;
+        for (int t = 0; t < k; t++) {
+            const float *b0 = bt + t * n;
+            __m256 bl = LD(b0, mlo), bh = LD(b0 + 8, mhi);
+            /* in registers: otherwise the compiler folds each load into all the rows' FMAs, and
+             * the loads, not the FMAs, bound the loop */
+            __asm__("" : "+x"(bl), "+x"(bh));
+            FM(x00, x01, _mm256_broadcast_ss(r0 + t)); FM(x10, x11, _mm256_broadcast_ss(r1 + t));
+            FM(x20, x21, _mm256_broadcast_ss(r2 + t)); FM(x30, x31, _mm256_broadcast_ss(r3 + t));
+            FM(x40, x41, _mm256_broadcast_ss(r4 + t)); FM(x50, x51, _mm256_broadcast_ss(r5 + t));
+        }
+        OUT(0, x00, x01) OUT(1, x10, x11) OUT(2, x20, x21) OUT(3, x30, x31) OUT(4, x40, x41) OUT(5, x50, x51)
+    }
+    for (; i < n; i += 4) {
         const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3);
-#undef ROW
         __m256 x00 = zero, x01 = zero, x10 = zero, x11 = zero, x20 = zero, x21 = zero, x30 = zero, x31 = zero;
         for (int t = 0; t < k; t++) {
             const float *b0 = bt + t * n;
             __m256 bl = LD(b0, mlo), bh = LD(b0 + 8, mhi);
-            /* in registers: otherwise the compiler folds each load into all four rows' FMAs
-             * (12 loads per 8 FMAs instead of 6), and the loads, not the FMAs, bound the loop */
             __asm__("" : "+x"(bl), "+x"(bh));
-            __m256 s = _mm256_broadcast_ss(r0 + t);
-            x00 = _mm256_fmadd_ps(s, bl, x00); x01 = _mm256_fmadd_ps(s, bh, x01);
-            s = _mm256_broadcast_ss(r1 + t);
-            x10 = _mm256_fmadd_ps(s, bl, x10); x11 = _mm256_fmadd_ps(s, bh, x11);
-            s = _mm256_broadcast_ss(r2 + t);
-            x20 = _mm256_fmadd_ps(s, bl, x20); x21 = _mm256_fmadd_ps(s, bh, x21);
-            s = _mm256_broadcast_ss(r3 + t);
-            x30 = _mm256_fmadd_ps(s, bl, x30); x31 = _mm256_fmadd_ps(s, bh, x31);
+            FM(x00, x01, _mm256_broadcast_ss(r0 + t)); FM(x10, x11, _mm256_broadcast_ss(r1 + t));
+            FM(x20, x21, _mm256_broadcast_ss(r2 + t)); FM(x30, x31, _mm256_broadcast_ss(r3 + t));
         }
-        const __m256 xs[4][2] = {{x00, x01}, {x10, x11}, {x20, x21}, {x30, x31}};
-        for (int q = 0; q < 4 && i + q < n; q++) {
-            const __m256 sa = _mm256_set1_ps((float)sqa[i + q]);
-            __m256 c0 = _mm256_sqrt_ps(_mm256_max_ps(_mm256_fnmadd_ps(two, xs[q][0], _mm256_add_ps(sa, sb0)), tiny));
-            __m256 c1 = _mm256_sqrt_ps(_mm256_max_ps(_mm256_fnmadd_ps(two, xs[q][1], _mm256_add_ps(sa, sb1)), tiny));
-            c0 = _mm256_and_ps(c0, _mm256_castsi256_ps(mlo));
-            c1 = _mm256_and_ps(c1, _mm256_castsi256_ps(mhi));
-            _mm256_store_ps(c32 + 16 * (i + q), c0);
-            _mm256_store_ps(c32 + 16 * (i + q) + 8, c1);
-            mx = _mm256_max_ps(mx, _mm256_max_ps(c0, c1));
-            mn = _mm256_min_ps(mn, _mm256_min_ps(_mm256_blendv_ps(inf, c0, _mm256_castsi256_ps(mlo)),
-                                                 _mm256_blendv_ps(inf, c1, _mm256_castsi256_ps(mhi))));
-        }
+        OUT(0, x00, x01) OUT(1, x10, x11) OUT(2, x20, x21) OUT(3, x30, x31)
     }
+#undef FM
+#undef OUT
+#undef ROW
 #undef LD
     float fx[8] __attribute__((aligned(32))), fn[8] __attribute__((aligned(32)));
     _mm256_store_ps(fx, mx);
@@ -1026,7 +1040,6 @@ typedef struct {
     int32_t dv[16]; /* all ones: column scanned in this search, or lane >= n */
     float v[16]; /* column duals */
     int col4row[16];
-    uint16_t adj[16];
     int f, ok32; /* root row of the current search; 0: the float solver cannot be used */
     int jm, irow; /* next column to scan (-1: none left, breakdown) and its row (-1: free) */
     int32_t mubits; /* its label */
@@ -1224,6 +1237,55 @@ static inline __attribute__((always_inline)) int a2_step(const int n, a2_slot *r
     return 0;
 }
 
+/* No cycle in the graph of tight edges on columns (adj[j0]: the columns j != j0 at which the row
+ * holding j0 has a tight edge)? Peels the columns without an edge into the kept set, all columns
+ * at once per round (as slot_certify32): a cycle <=> something is left. Six rounds without a
+ * data-dependent exit first: a scalar peel's branches were mispredicted several times per
+ * problem. */
+static inline __attribute__((always_inline)) int a2_acyclic(const int32_t *adj)
+{
+    const __m256i a0 = _mm256_load_si256((const __m256i *)adj), a1 = _mm256_load_si256((const __m256i *)(adj + 8));
+    const __m256i z = _mm256_setzero_si256();
+#define A2_KEEP(s) ((uint32_t)(~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a0, s), z))) & 0xFF) | \
+                    (uint32_t)(~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a1, s), z))) & 0xFF) << 8)
+    uint32_t alive = A2_KEEP(_mm256_set1_epi32(-1));
+    for (int it = 0; it < 6; it++) alive &= A2_KEEP(_mm256_set1_epi32((int)alive));
+    while (alive) {
+        const uint32_t keep = A2_KEEP(_mm256_set1_epi32((int)alive)) & alive;
+        if (keep == alive) break;
+        alive = keep;
+    }
+#undef A2_KEEP
+    return alive == 0;
+}
+
+/* Is the slot's float solution (col4row, float duals v) the unique optimum of the double costs c
+ * (row stride n, largest cmax) with margin eps = 1e-9 cmax? slot_certify's argument (see there),
+ * A = 1e-6 cmax: on random templates most pairs the float check leaves are settled here, without
+ * the double solver. */
+static inline __attribute__((always_inline)) int a2_certify64(const int n, const a2_slot *restrict S, const double *restrict c,
+                                                             const double cmax)
+{
+    const double eps = 1e-9 * cmax + 1e-300, A = 1e-6 * cmax, T = eps + (n - 1) * A, vlim = 1e3 * cmax;
+    double vd[16];
+    int bad = 0;
+    for (int j = 0; j < n; j++) { vd[j] = S->v[j]; bad |= !(fabs(vd[j]) <= vlim); }
+    int32_t adj[16] __attribute__((aligned(32))) = {0};
+    for (int i = 0; i < n; i++) {
+        const double *ci = c + i * n;
+        const int j0 = S->col4row[i];
+        const double ui = ci[j0] - vd[j0];
+        uint32_t t = 0;
+        for (int j = 0; j < n; j++) {
+            const double r = ci[j] - vd[j] - ui;
+            t |= (uint32_t)(r <= T) << j;
+            bad |= !(r >= -A);
+        }
+        adj[j0] = (int32_t)(t & ~(1u << j0));
+    }
+    return !bad && a2_acyclic(adj);
+}
+
 /* Is the slot's float solution (col4row, duals v) the unique optimum of the exact costs d,
  * |c32 - d| <= delta, with margin eps = 1e-9 cmax? The argument of slot_certify32 (see there),
  * in the same float arithmetic. */
@@ -1231,38 +1293,34 @@ static inline __attribute__((always_inline)) int a2_certify(const int n, a2_slot
 {
     const float *restrict c = S->c32, *restrict v = S->v;
     const uint32_t valid = (1u << n) - 1;
-    double vmax = 0;
-    for (int j = 0; j < n; j++) vmax = fabs((double)v[j]) > vmax ? fabs((double)v[j]) : vmax;
+    const __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8);
+    /* largest |v_j| (columns >= n hold 0) */
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m128 mx = _mm_max_ps(_mm256_castps256_ps128(_mm256_max_ps(_mm256_and_ps(v0, absm), _mm256_and_ps(v1, absm))),
+                           _mm256_extractf128_ps(_mm256_max_ps(_mm256_and_ps(v0, absm), _mm256_and_ps(v1, absm)), 1));
+    mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+    mx = _mm_max_ss(mx, _mm_shuffle_ps(mx, mx, 1));
+    const double vmax = _mm_cvtss_f32(mx);
     const double eps = 1e-9 * S->cmax + 1e-300;
     const double E = S->delta + 2.01 * 5.9604644775390625e-8 * 2 * (S->cmax + vmax) + 1e-44;
     const double A = 2e-6 * S->cmax, T = eps + (n - 1) * A + 2 * n * E;
     const __m256 vT = _mm256_set1_ps((float)(T * (1 + 1e-6))), vA = _mm256_set1_ps(-(float)(A * (1 - 1e-6)));
-    const __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8);
-    uint32_t bad = 0, alive = 0;
+    /* tight edges by column: the row holding column j0 has r <= T at the columns in adj[j0] */
+    int32_t adj[16] __attribute__((aligned(32))) = {0};
+    uint32_t bad = 0;
     for (int i = 0; i < n; i++) {
         const int j0 = S->col4row[i];
         const __m256 ui = _mm256_set1_ps(c[16 * i + j0] - v[j0]);
         const __m256 r0 = _mm256_sub_ps(_mm256_sub_ps(_mm256_load_ps(c + 16 * i), v0), ui);
         const __m256 r1 = _mm256_sub_ps(_mm256_sub_ps(_mm256_load_ps(c + 16 * i + 8), v1), ui);
-        uint32_t t = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r0, vT, _CMP_LE_OQ)) |
-                     (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r1, vT, _CMP_LE_OQ)) << 8;
+        const uint32_t t = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r0, vT, _CMP_LE_OQ)) |
+                           (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r1, vT, _CMP_LE_OQ)) << 8;
         bad |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r0, vA, _CMP_NGE_UQ)) |
                (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(r1, vA, _CMP_NGE_UQ)) << 8; /* NaN: bad */
-        t &= valid & ~(1u << j0);
-        S->adj[j0] = (uint16_t)t;
-        alive |= (uint32_t)(t != 0) << j0;
+        adj[j0] = (int32_t)(t & valid & ~(1u << j0));
     }
     if (bad & valid) return 0;
-    for (;;) { /* peel columns without an edge into the kept set; a cycle <=> something is left */
-        uint32_t keep = 0;
-        for (uint32_t s = alive; s; s &= s - 1) {
-            const int j = __builtin_ctz(s);
-            if (S->adj[j] & alive) keep |= 1u << j;
-        }
-        if (keep == alive) break;
-        alive = keep;
-    }
-    return alive == 0;
+    return a2_acyclic(adj);
 }
 
 /* Finish the slot's problem: float check; else double costs and the portable solvers; result. */
@@ -1287,11 +1345,13 @@ a2_finish(const int n, const int k, a2_slot *restrict S, a2_src *restrict src, w
         const int64_t p = S->p, q = S->q;
         const double cm = block_costs(n, k, src->A + p * n * k, src->BT + q * n * k, src->sqa + p * n,
                                       src->sqb + q * n, w->g, w->c);
-        const int r = solve(n, w->c, cm, w);
-        if (r < 0) { src->failed = 1; return; }
-        src->nfb += r;
-        src->n64 += r;
-        col = w->col;
+        if (!(S->ok32 && a2_certify64(n, S, w->c, cm))) { /* else: the float solution, checked in double */
+            src->n64++;
+            const int r = solve(n, w->c, cm, w);
+            if (r < 0) { src->failed = 1; return; }
+            src->nfb += r;
+            col = w->col;
+        }
     }
     uint8_t *dst = src->cols + ((S->p - src->p0) * src->nq + S->q - src->q0) * 16;
     for (int i = 0; i < n; i++) dst[i] = (uint8_t)col[i];

@@ -365,9 +365,9 @@ def pemiu_pairwise(
     counts : dict, optional
         Incremented in place: ``"scipy_order"`` (pairs solved by the SciPy-order fallback),
         ``"float_unsettled"`` (float kernels: pairs whose float solution the float check did not
-        settle, so double costs were computed) and ``"double_unsettled"`` (of those, pairs the
-        double check did not settle either: AVX-512, the double fast solver ran; AVX2, the
-        SciPy-order solver ran).
+        settle, so double costs were computed) and ``"double_unsettled"`` (of those, pairs
+        whose float solution the double check did not settle either, so the double fast solver
+        ran).
     kernel : {"auto", "portable", "avx2", "avx512"}
         Kernel (see :func:`kernels`); ``"auto"``: the fastest this CPU runs. The float kernels
         cover B <= 16; larger B runs the portable kernel. ValueError when unavailable here.
