@@ -955,7 +955,7 @@ a2_costs(const int n, const int k, const float *restrict a, const float *restric
         }
 #define ROW(q) (a + (i + (q) < n ? i + (q) : n - 1) * k)
     int i = 0;
-    for (; i + 6 <= n; i += 6) {
+    for (; n - i >= 6 && n - i != 7 && n - i != 8; i += 6) { /* 8 = 4 + 4, 7 = 4 + 4 (3 rows): less waste */
         const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3), *r4 = ROW(4), *r5 = ROW(5);
         __m256 x00 = zero, x01 = zero, x10 = zero, x11 = zero, x20 = zero, x21 = zero, x30 = zero, x31 = zero;
         __m256 x40 = zero, x41 = zero, x50 = zero, x51 = zero;
