@@ -1,19 +1,20 @@
-"""Compiled path of the PE-MIU comparator: ``pe_native.c``, built with the system C compiler.
+"""Compiled path of the PE-MIU comparator: ``pemiu_native/pemiu.c``, built with the system C compiler.
 
 The all-vs-all PE-MIU score matrix needs one small assignment problem per pair. Pure numpy (see
 :mod:`facepriv.protections.lsa_batch`) is exact but slow, so at first use this module compiles
-``pe_native.c`` into the cache folder (``$FACEPRIV_CACHE`` or ``~/.cache/facepriv``) and loads it
+``pemiu_native/pemiu.c`` (one translation unit that includes the kernels' ``.h`` files beside it)
+into the cache folder (``$FACEPRIV_CACHE`` or ``~/.cache/facepriv``) and loads it
 with ctypes. The kernel computes the block distances itself and solves each assignment with a fast
 solver whose optimum is certified unique (with AVX-512 and B <= 16 first in float32, certified with
 rigorous error bounds), falling back to a port of SciPy's own algorithm (same tie-breaking as
 ``scipy.optimize.linear_sum_assignment``) when it is not; see the comment at the top of
-``pe_native.c``. No ``-ffast-math``. Kernels (see :func:`kernels`), chosen at run time: the
+``pemiu.c``. No ``-ffast-math``. Kernels (see :func:`kernels`), chosen at run time: the
 portable double kernel; an AVX2+FMA float32 kernel for B <= 16 (compiled into every x86-64 build
 with a target pragma, used when cpuid reports AVX2 and FMA; the same certified float solver and
 double fallbacks as the AVX-512 one); the AVX-512 float32 kernel (B <= 16, builds with AVX-512
 enabled). The kernel that runs is logged at INFO (:func:`active_path`). On Linux it is built with
-``-march=native`` (AVX-512 path when available); the file name includes a hash of the source
-(so an edited ``pe_native.c`` is rebuilt under a new name and running processes keep their
+``-march=native`` (AVX-512 path when available); the file name includes a hash of the sources
+(so an edited kernel is rebuilt under a new name and running processes keep their
 library), the compiler, the flags and the CPU
 (model and feature flags), so a cache folder shared between machines never loads a library built
 for another CPU. No compiler, a failed build or ``FACEPRIV_NO_NATIVE=1`` -> :func:`load` returns
@@ -37,7 +38,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-C_SOURCE_FILE = Path(__file__).with_name("pe_native.c")  # the kernel; its text is hashed into the cache key
+C_SOURCE_DIR = Path(__file__).with_name("pemiu_native")
+C_SOURCE_FILE = C_SOURCE_DIR / "pemiu.c"  # includes the other files of C_SOURCE_DIR
 
 _lib: ctypes.CDLL | None = None
 _tried = False
@@ -123,7 +125,13 @@ def load() -> ctypes.CDLL | None:
         log.info("no C compiler found; PE-MIU comparator uses the numpy path")
         return None
     try:
-        source = C_SOURCE_FILE.read_text(encoding="utf-8")
+        # every part of the kernel goes into the cache key
+        source = "\0".join(
+            f"{part.name}\0{part.read_text(encoding='utf-8')}"
+            for part in sorted([*C_SOURCE_DIR.glob("*.c"), *C_SOURCE_DIR.glob("*.h")])
+        )
+        if not C_SOURCE_FILE.is_file():
+            raise OSError(f"{C_SOURCE_FILE} not found")
     except OSError as exc:
         log.warning("the PE-MIU kernel source is missing (%s); using the numpy path", exc)
         return None

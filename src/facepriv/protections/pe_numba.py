@@ -1,6 +1,6 @@
 """Numba path of the PE-MIU comparator: the fast path where no C compiler is available.
 
-:mod:`pe_native` compiles ``pe_native.c`` at first use; a slim container image or Windows may have
+:mod:`pe_native` compiles ``pemiu_native/pemiu.c`` at first use; a slim container image or Windows may have
 no compiler. Numba (a PyPI wheel, no compiler needed) JIT-compiles the functions below instead.
 Per pair: the B x B Euclidean block costs from dot products (the Gram form of the numpy path),
 then the assignment, then the cosine of the re-ordered templates. The assignment takes a shortcut
