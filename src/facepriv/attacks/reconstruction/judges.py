@@ -21,7 +21,7 @@ Scenarios of attacker knowledge (Shahreza & Marcel, IJCB 2023 / TIFS 2024):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,20 @@ def judge(
         reconstruction it cannot detect counts as a failure), ``thresholds``, ``n``, ``detected``
         (share of reconstructions the judge detects), ``protocol``.
     """
+    return judge_sets(name, {None: recon}, ids, identity, originals_for, fmrs)[None]
+
+
+def judge_sets(
+    name: str,
+    recons: Mapping[Hashable, np.ndarray],
+    ids: Sequence[str],
+    identity: np.ndarray,
+    originals_for: Callable[[str], Any],
+    fmrs: Sequence[float],
+) -> dict[Hashable, dict[str, Any]]:
+    """:func:`judge` for several sets of reconstructions of the same photos (e.g. one per query
+    budget): the judge embeds the originals and sets its thresholds once. Returns the verdict of
+    each set under its key."""
     from facepriv.attacks.reconstruction.evaluate import cosine_paired, success_rates, thresholds_at_fmrs
     from facepriv.models.zoo import get_model
 
@@ -116,17 +130,20 @@ def judge(
         raise ParameterError(f"judges: the {name} detector aligns originals of fewer than 2 identities; it cannot judge")
     orig_emb = model.embed(aligned.crops[[where[ids[k]] for k in rows]])
     thr = thresholds_at_fmrs(orig_emb, np.asarray(identity)[rows], tuple(fmrs))
-    crops, ok = realign(recon[rows], recipe)
-    scores = np.full(len(rows), -np.inf)
-    if ok.any():
-        scores[ok] = cosine_paired(model.embed(crops), orig_emb[ok])
-    rates = success_rates(scores, thr)
-    return {
-        "thresholds": thr,
-        "sar": {k: v.rate for k, v in rates.items()},
-        "sar_ci95": {k: [v.low, v.high] for k, v in rates.items()},
-        "n": int(len(rows)),
-        "detected": float(ok.mean()) if len(ok) else 0.0,
-        "protocol": f"reconstruction on a {CANVAS_SIDE}px canvas, re-detected and re-aligned ({recipe}); "
-                    "undetected = rejected; originals aligned with the same recipe",
-    }
+    verdicts = {}
+    for key, recon in recons.items():
+        crops, ok = realign(recon[rows], recipe)
+        scores = np.full(len(rows), -np.inf)
+        if ok.any():
+            scores[ok] = cosine_paired(model.embed(crops), orig_emb[ok])
+        rates = success_rates(scores, thr)
+        verdicts[key] = {
+            "thresholds": thr,
+            "sar": {k: v.rate for k, v in rates.items()},
+            "sar_ci95": {k: [v.low, v.high] for k, v in rates.items()},
+            "n": int(len(rows)),
+            "detected": float(ok.mean()) if len(ok) else 0.0,
+            "protocol": f"reconstruction on a {CANVAS_SIDE}px canvas, re-detected and re-aligned ({recipe}); "
+                        "undetected = rejected; originals aligned with the same recipe",
+        }
+    return verdicts

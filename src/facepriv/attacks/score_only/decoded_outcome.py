@@ -72,14 +72,16 @@ def _judge(out: AttackOutcome, data: AttackData, victims: np.ndarray, ident: np.
            faces_at: dict[int, np.ndarray], judges: list[str]) -> None:
     """Judges' verdicts on the decoded faces at the largest query count and on the no-query baseline."""
     from facepriv.attacks.reconstruction.evaluate import fmr_key
-    from facepriv.attacks.reconstruction.judges import judge
+    from facepriv.attacks.reconstruction.judges import judge_sets
 
     m = out.metrics
     ids = data.clean.ids[victims].tolist()
     top = max(faces_at)
+    # each judge embeds the victims' originals once for both query counts
+    by_judge = {name: judge_sets(name, faces_at, ids, ident, data.aligned_faces, FMRS) for name in judges}
     jrows = []
     for k in sorted(faces_at, reverse=True):
-        verdicts = {name: judge(name, faces_at[k], ids, ident, data.aligned_faces, FMRS) for name in judges}
+        verdicts = {name: by_judge[name][k] for name in judges}
         tag = "" if k == top else f"q{k}_"
         for name, v in verdicts.items():
             for key, rate in v["sar"].items():
