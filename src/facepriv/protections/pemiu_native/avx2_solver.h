@@ -39,35 +39,28 @@ a2_costs(const int n, const int k, const float *restrict a, const float *restric
                                                  _mm256_blendv_ps(inf, c1, _mm256_castsi256_ps(mhi)))); \
         }
 #define ROW(q) (a + (i + (q) < n ? i + (q) : n - 1) * k)
+    /* one pass: R = 6 or 4 rows (a compile-time constant; rows 4 and 5 vanish when R = 4) */
+#define PASS(R) do { \
+        const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3), *r4 = ROW(4), *r5 = ROW(5); \
+        __m256 x00 = zero, x01 = zero, x10 = zero, x11 = zero, x20 = zero, x21 = zero, x30 = zero, x31 = zero; \
+        __m256 x40 = zero, x41 = zero, x50 = zero, x51 = zero; \
+        for (int t = 0; t < k; t++) { \
+            const float *b0 = bt + t * n; \
+            __m256 bl = LD(b0, mlo), bh = LD(b0 + 8, mhi); \
+            /* in registers: otherwise the compiler folds each load into all the rows' FMAs, and \
+             * the loads, not the FMAs, bound the loop */ \
+            __asm__("" : "+x"(bl), "+x"(bh)); \
+            FM(x00, x01, _mm256_broadcast_ss(r0 + t)); FM(x10, x11, _mm256_broadcast_ss(r1 + t)); \
+            FM(x20, x21, _mm256_broadcast_ss(r2 + t)); FM(x30, x31, _mm256_broadcast_ss(r3 + t)); \
+            if ((R) == 6) { FM(x40, x41, _mm256_broadcast_ss(r4 + t)); FM(x50, x51, _mm256_broadcast_ss(r5 + t)); } \
+        } \
+        OUT(0, x00, x01) OUT(1, x10, x11) OUT(2, x20, x21) OUT(3, x30, x31) \
+        if ((R) == 6) { OUT(4, x40, x41) OUT(5, x50, x51) } \
+    } while (0)
     int i = 0;
-    for (; n - i >= 6 && n - i != 7 && n - i != 8; i += 6) { /* 8 = 4 + 4, 7 = 4 + 4 (3 rows): less waste */
-        const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3), *r4 = ROW(4), *r5 = ROW(5);
-        __m256 x00 = zero, x01 = zero, x10 = zero, x11 = zero, x20 = zero, x21 = zero, x30 = zero, x31 = zero;
-        __m256 x40 = zero, x41 = zero, x50 = zero, x51 = zero;
-        for (int t = 0; t < k; t++) {
-            const float *b0 = bt + t * n;
-            __m256 bl = LD(b0, mlo), bh = LD(b0 + 8, mhi);
-            /* in registers: otherwise the compiler folds each load into all the rows' FMAs, and
-             * the loads, not the FMAs, bound the loop */
-            __asm__("" : "+x"(bl), "+x"(bh));
-            FM(x00, x01, _mm256_broadcast_ss(r0 + t)); FM(x10, x11, _mm256_broadcast_ss(r1 + t));
-            FM(x20, x21, _mm256_broadcast_ss(r2 + t)); FM(x30, x31, _mm256_broadcast_ss(r3 + t));
-            FM(x40, x41, _mm256_broadcast_ss(r4 + t)); FM(x50, x51, _mm256_broadcast_ss(r5 + t));
-        }
-        OUT(0, x00, x01) OUT(1, x10, x11) OUT(2, x20, x21) OUT(3, x30, x31) OUT(4, x40, x41) OUT(5, x50, x51)
-    }
-    for (; i < n; i += 4) {
-        const float *r0 = ROW(0), *r1 = ROW(1), *r2 = ROW(2), *r3 = ROW(3);
-        __m256 x00 = zero, x01 = zero, x10 = zero, x11 = zero, x20 = zero, x21 = zero, x30 = zero, x31 = zero;
-        for (int t = 0; t < k; t++) {
-            const float *b0 = bt + t * n;
-            __m256 bl = LD(b0, mlo), bh = LD(b0 + 8, mhi);
-            __asm__("" : "+x"(bl), "+x"(bh));
-            FM(x00, x01, _mm256_broadcast_ss(r0 + t)); FM(x10, x11, _mm256_broadcast_ss(r1 + t));
-            FM(x20, x21, _mm256_broadcast_ss(r2 + t)); FM(x30, x31, _mm256_broadcast_ss(r3 + t));
-        }
-        OUT(0, x00, x01) OUT(1, x10, x11) OUT(2, x20, x21) OUT(3, x30, x31)
-    }
+    for (; n - i >= 6 && n - i != 7 && n - i != 8; i += 6) PASS(6); /* 8 = 4 + 4, 7 = 4 + 4 (3 rows): less waste */
+    for (; i < n; i += 4) PASS(4);
+#undef PASS
 #undef FM
 #undef OUT
 #undef ROW
