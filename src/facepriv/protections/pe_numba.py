@@ -6,7 +6,9 @@ Per pair: the B x B Euclidean block costs from dot products (the Gram form of th
 then the assignment, then the cosine of the re-ordered templates. The assignment takes a shortcut
 when each row's minimum is clearly (relative margin 1e-9) below the rest of its row and the minima
 fall in distinct columns (then that assignment is the unique optimum, and SciPy returns it);
-every other pair runs a port of SciPy's own algorithm (Crouse's shortest augmenting path, the same
+every other pair runs the C kernel's portable solver (:func:`jv_unique`: column reduction, then
+Dijkstra shortest augmenting paths) whose optimum is certified unique, and pairs it cannot certify
+(ties, near ties) run a port of SciPy's own algorithm (Crouse's shortest augmenting path, the same
 order of operations and tie-breaking as ``scipy.optimize.linear_sum_assignment``), so the scores
 equal the reference's, ties included. Rows of the score matrix run in parallel (``prange``).
 
@@ -103,41 +105,88 @@ if numba is not None:
         return True
 
     @njit(cache=True, nogil=True)
-    def fast_unique(c, col4row, row4col, u, v, spc, path, sr, sc, rem):
-        """An optimal assignment from a greedy start (row minima), and whether it is certified the
-        unique optimum: final reduced costs >= -eps/(4n) and no alternating cycle of tight edges
-        (reduced cost <= eps, eps = 1e-9 x the largest cost). Then any other assignment costs more
-        than 0.75 eps extra, far above rounding, so SciPy returns the same one. 1: certified,
-        0: not certified, -1: failed. Needs n <= 64 (columns kept in 64-bit masks)."""
+    def jv_unique(c, col4row, row4col, v, key, dsc, pred, scan):
+        """An optimal assignment (column reduction, then Dijkstra shortest augmenting paths on
+        reduced costs, row duals implicit: the C kernel's portable solver), and whether it is
+        certified the unique optimum: final reduced costs >= -eps/(4n) and no alternating cycle of
+        tight edges (reduced cost <= eps, eps = 1e-9 x the largest cost). Then any other assignment
+        costs more than 0.75 eps extra, far above rounding, so SciPy returns the same one.
+        1: certified, 0: not certified, -1: failed. Needs n <= 64 (columns kept in 64-bit masks)."""
         n = c.shape[0]
         cmax = 0.0
+        for j in range(n):
+            v[j] = c[0, j]
+            pred[j] = 0
         for i in range(n):
-            row4col[i] = -1
-            v[i] = 0.0
-        for i in range(n):
-            best = 0
             for j in range(n):
-                if abs(c[i, j]) > cmax:
-                    cmax = abs(c[i, j])
-                if c[i, j] < c[i, best]:
-                    best = j
-            u[i] = c[i, best]
+                x = c[i, j]
+                if abs(x) > cmax:
+                    cmax = abs(x)
+                if x < v[j]:
+                    v[j] = x
+                    pred[j] = i
+        for i in range(n):
             col4row[i] = -1
-            if row4col[best] == -1:
-                row4col[best] = i
-                col4row[i] = best
-        for cur in range(n):
-            if col4row[cur] == -1 and not sap(c, col4row, row4col, u, v, spc, path, sr, sc, rem, cur):
-                return -1
+        for j in range(n):  # a column goes to its first minimal row if that row is free
+            i = pred[j]
+            row4col[j] = -1
+            if col4row[i] < 0:
+                col4row[i] = j
+                row4col[j] = i
+        for f in range(n):
+            if col4row[f] >= 0:
+                continue
+            for j in range(n):
+                key[j] = c[f, j] - v[j]
+                pred[j] = f
+            ns = 0
+            sink = -1
+            mu = 0.0
+            while sink < 0:
+                jm = -1
+                mu = np.inf
+                for j in range(n):  # key NaN: scanned (NaN never compares less)
+                    if key[j] < mu:
+                        mu = key[j]
+                        jm = j
+                if jm < 0:
+                    return -1  # only with non-finite costs
+                dsc[jm] = mu
+                key[jm] = np.nan
+                scan[ns] = jm
+                ns += 1
+                i = row4col[jm]
+                if i < 0:
+                    sink = jm
+                    break
+                h = c[i, jm] - v[jm] - mu
+                for j in range(n):
+                    cr = c[i, j] - v[j] - h
+                    if cr < key[j]:
+                        pred[j] = i
+                        key[j] = cr
+            for t in range(ns - 1):  # dual update: reduced costs stay >= 0, tree edges tight
+                j = scan[t]
+                v[j] += dsc[j] - mu
+            j = sink
+            while True:
+                i = pred[j]
+                row4col[j] = i
+                t = col4row[i]
+                col4row[i] = j
+                j = t
+                if i == f:
+                    break
         eps = 1e-9 * cmax + 1e-300
         adj = np.zeros(n, np.uint64)
         alive = np.uint64(0)
         one = np.uint64(1)
         for i in range(n):
             j0 = col4row[i]
+            ui = c[i, j0] - v[j0]
             m = np.uint64(0)
             for j in range(n):
-                r = c[i, j] - u[i] - v[j]
+                r = c[i, j] - v[j] - ui
                 if r < -eps / (4 * n):
                     return 0
                 if j != j0 and r <= eps:
@@ -180,7 +229,7 @@ if numba is not None:
         if easy:
             return True
         if n <= 64:
-            r = fast_unique(c, col, ws_i[0], ws_f[0], ws_f[1], ws_f[2], ws_i[1], ws_b[0], ws_b[1], ws_i[2])
+            r = jv_unique(c, col, ws_i[0], ws_f[0], ws_f[1], ws_f[2], ws_i[1], ws_i[2])
             if r == 1:
                 return True
         # ties or near ties (or B > 64): SciPy's algorithm from scratch, SciPy's tie-breaking
@@ -243,13 +292,13 @@ if numba is not None:
 def load():
     """The JIT-compiled kernels, or None when Numba is missing or ``FACEPRIV_NO_NUMBA=1``.
 
-    A tuple (pairwise, lsa_many, get_num_threads, set_num_threads, fast_unique).
+    A tuple (pairwise, lsa_many, get_num_threads, set_num_threads, jv_unique).
     """
     if os.environ.get("FACEPRIV_NO_NUMBA", "") not in ("", "0"):
         return None
     if numba is None:
         return None
-    return pairwise, lsa_many, numba.get_num_threads, numba.set_num_threads, fast_unique
+    return pairwise, lsa_many, numba.get_num_threads, numba.set_num_threads, jv_unique
 
 
 def _prepared(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
