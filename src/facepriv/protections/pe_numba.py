@@ -235,6 +235,42 @@ if numba is not None:
         # ties or near ties (or B > 64): SciPy's algorithm from scratch, SciPy's tie-breaking
         return lsa(c, col, ws_i[0], ws_f[0], ws_f[1], ws_f[2], ws_i[1], ws_b[0], ws_b[1], ws_i[2])
 
+    @njit(cache=True, nogil=True)
+    def block_gram(ap, btq, g):
+        """g = ap @ btq: ap (B, K) blocks of one template, btq (K, B) of the other, transposed.
+        Each entry is summed over t in order; the inner loop over j (independent sums) vectorises,
+        and 4 rows per pass share each load of a btq row (measured: 1.0 us per pair at B = 16,
+        K = 32, against 2.0 one row at a time)."""
+        n, k = ap.shape
+        i = 0
+        while i + 4 <= n:
+            g0, g1, g2, g3 = g[i], g[i + 1], g[i + 2], g[i + 3]
+            a0, a1, a2, a3 = ap[i], ap[i + 1], ap[i + 2], ap[i + 3]
+            for j in range(n):
+                g0[j] = 0.0
+                g1[j] = 0.0
+                g2[j] = 0.0
+                g3[j] = 0.0
+            for t in range(k):
+                x0, x1, x2, x3 = a0[t], a1[t], a2[t], a3[t]
+                row = btq[t]
+                for j in range(n):
+                    r = row[j]
+                    g0[j] += x0 * r
+                    g1[j] += x1 * r
+                    g2[j] += x2 * r
+                    g3[j] += x3 * r
+            i += 4
+        while i < n:
+            gi, ai = g[i], ap[i]
+            for j in range(n):
+                gi[j] = 0.0
+            for t in range(k):
+                x, row = ai[t], btq[t]
+                for j in range(n):
+                    gi[j] += x * row[j]
+            i += 1
+
     @njit(cache=True, parallel=True)
     def pairwise(a, bt, sqa, sqb, norma, normb, out):
         """All-pairs scores: a (Na, B, K), bt (Nb, K, B) (b's blocks side by side); returns failed pairs."""
@@ -250,14 +286,8 @@ if numba is not None:
             ws_f = np.empty((3, n))
             ws_b = np.empty((2, n), np.bool_)
             for q in range(nb):
-                # inner loop over j: independent sums, vectorised (each sum still runs over t in order)
+                block_gram(a[p], bt[q], g)
                 for i in range(n):
-                    for j in range(n):
-                        g[i, j] = 0.0
-                    for t in range(k):
-                        ait = a[p, i, t]
-                        for j in range(n):
-                            g[i, j] += ait * bt[q, t, j]
                     for j in range(n):
                         d2 = sqa[p, i] + sqb[q, j] - 2.0 * g[i, j]
                         c[i, j] = np.sqrt(d2) if d2 > 0.0 else 0.0
