@@ -444,6 +444,35 @@ def test_numba_solver_equals_scipy_assignment(n, kind):
     np.testing.assert_array_equal(pe_numba.lsa_batch(c), ref)
 
 
+@pytest.mark.parametrize("kind", ["normal", "distances", "duplicate", "constant"])
+def test_numba_certified_solver(kind):
+    """The Numba path's fast solver alone: on continuous costs it certifies nearly every optimum
+    (then equal to SciPy's); on tied costs (duplicate rows, constants) it certifies none, so the
+    SciPy-order solver decides."""
+    kern = pe_numba.load()
+    if kern is None:
+        pytest.skip("numba is not installed")
+    jv_unique = kern[4]
+    n = 16
+    rng = np.random.default_rng(17 + len(kind))
+    c = _cost_problems(kind, 200, n, rng)
+    certified = []
+    for m in c:
+        col, row4col = np.empty(n, np.int64), np.empty(n, np.int64)
+        v, key, dsc = np.empty(n), np.empty(n), np.empty(n)
+        pred, scan = np.empty(n, np.int64), np.empty(n, np.int64)
+        r = jv_unique(m, col, row4col, v, key, dsc, pred, scan)
+        assert r in (0, 1)
+        assert sorted(col.tolist()) == list(range(n))
+        if r == 1:
+            np.testing.assert_array_equal(col, linear_sum_assignment(m)[1])
+        certified.append(r == 1)
+    if kind in ("normal", "distances"):
+        assert np.mean(certified) > 0.95
+    else:
+        assert not any(certified)
+
+
 def test_comparator_path_is_logged(monkeypatch, caplog):
     monkeypatch.setenv("FACEPRIV_NO_NATIVE", "1")
     monkeypatch.setattr(pe_native, "_announced", "")
