@@ -35,6 +35,20 @@ except ImportError:  # pragma: no cover - numba is a declared dependency
 if numba is not None:
 
     @njit(cache=True, nogil=True)
+    def augment(pred, row4col, col4row, sink, root):
+        """Flip the matching along the augmenting path that ends at the free column ``sink``
+        (``pred``: the row each column was reached from) back to the free row ``root``."""
+        j = sink
+        while True:
+            i = pred[j]
+            row4col[j] = i
+            prev = col4row[i]
+            col4row[i] = j
+            j = prev
+            if i == root:
+                break
+
+    @njit(cache=True, nogil=True)
     def sap(c, col4row, row4col, u, v, spc, path, sr, sc, rem, cur):
         """One shortest augmenting path from free row cur (SciPy's steps, any feasible duals)."""
         n = c.shape[0]
@@ -79,15 +93,7 @@ if numba is not None:
         for j in range(n):
             if sc[j]:
                 v[j] -= min_val - spc[j]
-        j = sink
-        while True:
-            i = path[j]
-            row4col[j] = i
-            prev = col4row[i]
-            col4row[i] = j
-            j = prev
-            if i == cur:
-                break
+        augment(path, row4col, col4row, sink, cur)
         return True
 
     @njit(cache=True, nogil=True)
@@ -168,15 +174,7 @@ if numba is not None:
             for t in range(ns - 1):  # dual update: reduced costs stay >= 0, tree edges tight
                 j = scan[t]
                 v[j] += dsc[j] - mu
-            j = sink
-            while True:
-                i = pred[j]
-                row4col[j] = i
-                t = col4row[i]
-                col4row[i] = j
-                j = t
-                if i == f:
-                    break
+            augment(pred, row4col, col4row, sink, f)
         eps = 1e-9 * cmax + 1e-300
         adj = np.zeros(n, np.uint64)
         alive = np.uint64(0)
