@@ -473,6 +473,22 @@ def test_numba_certified_solver(kind):
         assert not any(certified)
 
 
+def test_comparator_threads_default_to_the_usable_cpus(monkeypatch, path):
+    """threads=0 (the default) runs on the CPUs the process may use (OMP_NUM_THREADS caps it);
+    the scores are the same with any thread count."""
+    from facepriv.determinism import machine_threads
+
+    assert PEMIUComparator(8).n_threads() == machine_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert PEMIUComparator(8).n_threads() == 1
+    assert PEMIUComparator(8, threads=3).n_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    x = _templates(24, 64, seed=5)
+    one = PEMIUComparator(8, threads=1).pairwise(x[:10], x)
+    np.testing.assert_array_equal(PEMIUComparator(8).pairwise(x[:10], x), one)
+    np.testing.assert_array_equal(PEMIUComparator(8, threads=2).pairwise(x[:10], x), one)
+
+
 def test_comparator_path_is_logged(monkeypatch, caplog):
     monkeypatch.setenv("FACEPRIV_NO_NATIVE", "1")
     monkeypatch.setattr(pe_native, "_announced", "")

@@ -75,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the protection's own comparator (the attack's default) or plain cosine")
     s.add_argument("--decision", choices=("galleries", "vote", "both"),
                    help="per-class galleries (higher fused score wins; the attack's default), majority vote of the top-n, or both")
-    s.add_argument("--threads", type=argtypes.positive_int, default=1, metavar="T",
-                   help="threads of the PE-MIU comparator (default 1)")
+    s.add_argument("--threads", type=argtypes.positive_int, default=None, metavar="T",
+                   help="threads of the PE-MIU comparator (default: the CPUs this process may use)")
     s.set_defaults(handler=run_similarity)
     c = sub.add_parser(
         "classifier",
@@ -203,7 +203,7 @@ def run_similarity(args: argparse.Namespace) -> int:
     if attack.comparator == "protection":
         comp = comparator_for(gallery)
         if hasattr(comp, "threads"):  # PE-MIU's compiled comparator can use several threads
-            comp.threads = max(1, args.threads)
+            comp.threads = args.threads or 0  # 0: the CPUs this process may use
         # prepare_sets returned labelled rows only, so these scores match evaluate's probes
         scores = comp.pairwise(probes.embeddings, attack.gallery_.embeddings)
     try:

@@ -23,6 +23,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
+from facepriv.determinism import machine_threads
 from facepriv.embeddings import EmbeddingSet
 from facepriv.errors import ParameterError
 from facepriv.progress import progress
@@ -69,7 +70,8 @@ class PEMIUComparator(Comparator):
     block_size : int
         Size of the blocks the templates were cut into.
     threads : int
-        Threads of the compiled path (OpenMP), default 1 (the machine is usually shared).
+        Threads of the compiled and Numba paths; 0 (default) = the CPUs this process may use
+        (``OMP_NUM_THREADS`` when set, else the CPU affinity). The scores do not depend on it.
     chunk : int
         Templates of ``a`` per batch (numpy path: bounds memory, chunk * B x len(b) * B doubles;
         compiled path: rows per progress step). 0 = automatic.
@@ -77,10 +79,14 @@ class PEMIUComparator(Comparator):
 
     name = "pe_miu"
 
-    def __init__(self, block_size: int = 32, threads: int = 1, chunk: int = 0) -> None:
+    def __init__(self, block_size: int = 32, threads: int = 0, chunk: int = 0) -> None:
         self.block_size = int(block_size)
         self.threads = int(threads)
         self.chunk = int(chunk)
+
+    def n_threads(self) -> int:
+        """The threads a comparison runs with (``threads``, or the usable CPUs when 0)."""
+        return self.threads if self.threads > 0 else machine_threads()
 
     def _prep(self, x: np.ndarray, what: str) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -110,7 +116,7 @@ class PEMIUComparator(Comparator):
             starts = range(0, na, chunk)
             bar = progress(starts, desc="PE-MIU scores", unit="batch") if len(starts) > 4 else starts
             for s in bar:
-                out[s : s + chunk] = pe_numba.pemiu_pairwise(ab[s : s + chunk], bb, self.threads)
+                out[s : s + chunk] = pe_numba.pemiu_pairwise(ab[s : s + chunk], bb, self.n_threads())
             return out
         if fast == "compiled C":
             # the kernel computes the block distances itself; chunks of a only drive the progress bar
@@ -120,7 +126,7 @@ class PEMIUComparator(Comparator):
             counts: dict[str, int] = {}
             prepared = pe_native.prepare(bb)  # once, not per chunk
             for s in bar:
-                res = pe_native.pemiu_pairwise(ab[s : s + chunk], prepared, self.threads, counts)
+                res = pe_native.pemiu_pairwise(ab[s : s + chunk], prepared, self.n_threads(), counts)
                 if res is None:  # cannot happen once loaded; keeps the type checker honest
                     raise RuntimeError("PE-MIU native comparator unavailable")
                 out[s : s + chunk] = res[0]
