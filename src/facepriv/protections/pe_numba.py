@@ -166,11 +166,12 @@ if numba is not None:
                     sink = jm
                     break
                 h = c[i, jm] - v[jm] - mu
-                for j in range(n):
+                for j in range(n):  # selects without branches (NaN key: scanned, never updated)
                     cr = c[i, j] - v[j] - h
-                    if cr < key[j]:
-                        pred[j] = i
-                        key[j] = cr
+                    kj = key[j]
+                    upd = -np.int64(cr < kj)
+                    pred[j] ^= (pred[j] ^ i) & upd
+                    key[j] = cr if cr < kj else kj
             for t in range(ns - 1):  # dual update: reduced costs stay >= 0, tree edges tight
                 j = scan[t]
                 v[j] += dsc[j] - mu
