@@ -109,6 +109,7 @@ class PEMIUComparator(Comparator):
         if k == 1:
             return _scores_scalar_blocks(ab[:, :, 0], bb[:, :, 0])
         fast = pe_native.active_path()  # logs the path once (compiled C / numba / numpy)
+        threads = self.n_threads()
         if fast == "numba":
             from facepriv.protections import pe_numba  # lazy: importing numba costs ~0.5 s
 
@@ -116,7 +117,7 @@ class PEMIUComparator(Comparator):
             starts = range(0, na, chunk)
             bar = progress(starts, desc="PE-MIU scores", unit="batch") if len(starts) > 4 else starts
             for s in bar:
-                out[s : s + chunk] = pe_numba.pemiu_pairwise(ab[s : s + chunk], bb, self.n_threads())
+                out[s : s + chunk] = pe_numba.pemiu_pairwise(ab[s : s + chunk], bb, threads)
             return out
         if fast == "compiled C":
             # the kernel computes the block distances itself; chunks of a only drive the progress bar
@@ -126,7 +127,7 @@ class PEMIUComparator(Comparator):
             counts: dict[str, int] = {}
             prepared = pe_native.prepare(bb)  # once, not per chunk
             for s in bar:
-                res = pe_native.pemiu_pairwise(ab[s : s + chunk], prepared, self.n_threads(), counts)
+                res = pe_native.pemiu_pairwise(ab[s : s + chunk], prepared, threads, counts)
                 if res is None:  # cannot happen once loaded; keeps the type checker honest
                     raise RuntimeError("PE-MIU native comparator unavailable")
                 out[s : s + chunk] = res[0]

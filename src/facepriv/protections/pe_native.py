@@ -125,13 +125,13 @@ def load() -> ctypes.CDLL | None:
         log.info("no C compiler found; PE-MIU comparator uses the numpy path")
         return None
     try:
+        if not C_SOURCE_FILE.is_file():
+            raise OSError(f"{C_SOURCE_FILE} not found")
         # every part of the kernel goes into the cache key
         source = "\0".join(
             f"{part.name}\0{part.read_text(encoding='utf-8')}"
             for part in sorted([*C_SOURCE_DIR.glob("*.c"), *C_SOURCE_DIR.glob("*.h")])
         )
-        if not C_SOURCE_FILE.is_file():
-            raise OSError(f"{C_SOURCE_FILE} not found")
     except OSError as exc:
         log.warning("the PE-MIU kernel source is missing (%s); using the numpy path", exc)
         return None

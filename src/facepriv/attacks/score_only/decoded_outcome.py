@@ -81,14 +81,15 @@ def _judge(out: AttackOutcome, data: AttackData, victims: np.ndarray, ident: np.
     by_judge = {name: judge_sets(name, faces_at, ids, ident, data.aligned_faces, FMRS) for name in judges}
     jrows = []
     for k in sorted(faces_at, reverse=True):
-        verdicts = {name: by_judge[name][k] for name in judges}
         tag = "" if k == top else f"q{k}_"
-        for name, v in verdicts.items():
+        for name in judges:
+            v = by_judge[name][k]
             for key, rate in v["sar"].items():
                 m[f"decoded_judge_{name}_{tag}fmr{key}"] = rate
             m[f"decoded_judge_{name}_{tag}detected"] = v["detected"]
             jrows.append([name, k, round(100 * v["detected"], 1)] + [round(100 * v["sar"][fmr_key(f)], 1) for f in FMRS])
-        m["decoded_judge_protocol"] = next(iter(verdicts.values()))["protocol"]
+        if k == top:  # one protocol line (the same at every query count)
+            m["decoded_judge_protocol"] = by_judge[judges[0]][k]["protocol"]
     out.tables["score-only decoded faces, judges"] = {
         "header": ["judge", "queries", "detected (%)"] + [f"SAR @ FMR {100 * f:g} % (%)" for f in FMRS],
         "rows": jrows}
