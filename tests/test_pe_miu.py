@@ -153,12 +153,18 @@ def _float_level_near_ties(count: int, n: int, rng: np.random.Generator, gap: fl
     return c
 
 
+# the float solver's widest problem: 32 columns in four ymm registers (AVX2), 16 in one zmm (AVX-512)
+FLOAT_MAX_B = {"avx2": 32, "avx512": 16}
+
+
 @pytest.mark.parametrize("kernel", FLOAT_KERNELS)
-@pytest.mark.parametrize("n", [2, 5, 8, 12, 16])
+@pytest.mark.parametrize("n", [2, 5, 8, 12, 16, 17, 23, 32])
 @pytest.mark.parametrize("kind", ["normal", "distances", "integer", "duplicate", "constant", "near_ties"])
 def test_float_solver_certified_only_when_scipy_agrees(n, kind, kernel):
-    """Float kernels (AVX2, AVX-512), B <= 16: the float solver and its float check alone."""
+    """Float kernels (AVX2: B <= 32, AVX-512: B <= 16): the float solver and its float check alone."""
     _need_kernel(kernel)
+    if n > FLOAT_MAX_B[kernel]:
+        pytest.skip(f"the {kernel} float solver covers B <= {FLOAT_MAX_B[kernel]}")
     rng = np.random.default_rng(n * 7 + len(kind))
     c = _float_level_near_ties(300, n, rng, 1e-6) if kind == "near_ties" else _cost_problems(kind, 300, n, rng)
     ref = np.stack([linear_sum_assignment(m)[1] for m in c])
@@ -176,9 +182,9 @@ def test_float_solver_certified_only_when_scipy_agrees(n, kind, kernel):
         fast_col, fast_ok = pe_native.fast_lsa_batch(c)
         assert fast_ok.all()
         np.testing.assert_array_equal(fast_col, ref)
-    if n == 16 and kind == "normal":
-        with pytest.raises(ValueError):  # the float solver is for B <= 16
-            pe_native.fast_lsa_batch(np.ones((1, 17, 17)), solver="float", kernel=kernel)
+    if n == FLOAT_MAX_B[kernel] and kind == "normal":
+        with pytest.raises(ValueError):  # beyond the float solver's width
+            pe_native.fast_lsa_batch(np.ones((1, n + 1, n + 1)), solver="float", kernel=kernel)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -237,8 +243,9 @@ def test_native_scores_of_huge_templates(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(("d", "k"), [(512, 32), (128, 8), (128, 16), (60, 5), (132, 2), (256, 8)])
 def test_each_kernel_matches_reference(kernel, d, k):
-    """Every kernel this CPU runs (B = 16, 16, 8, 12, 66, 32: float kernels for B <= 16, the
-    portable kernel beyond), on continuous, tied (integer) and near-duplicate templates."""
+    """Every kernel this CPU runs (B = 16, 16, 8, 12, 66, 32: float kernels for B <= 32 with AVX2,
+    B <= 16 with AVX-512, the portable kernel beyond), on continuous, tied (integer) and
+    near-duplicate templates."""
     _need_kernel(kernel)
     # integer templates: exact ties, resolved on the kernel's Gram-form double costs; with tiny
     # blocks those can round differently from cdist's (known, documented limitation; see
@@ -496,3 +503,25 @@ def test_comparator_path_is_logged(monkeypatch, caplog):
         name = pe_native.active_path()
     assert name == ("numba" if pe_numba.load() is not None else "numpy")
     assert f"PE-MIU comparator: {name} path" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def real_dlib(celeba_dir):
+    """dlib templates (128-d) of 24 real CelebA photos: 6 people, 4 photos each."""
+    from conftest import celeba_rows, dlib_templates
+
+    return dlib_templates(celeba_dir, celeba_rows(celeba_dir, 6, 4))["es"].embeddings
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("block_size", [4, 8])
+def test_kernels_on_real_faces(real_dlib, kernel, block_size):
+    """Real dlib templates, PE-MIU protected: block 4 (32 blocks: the AVX2 kernel's four-register
+    rows) and 8 (16 blocks). Genuine and impostor pairs both; scores equal the per-pair reference."""
+    _need_kernel(kernel)
+    p = PEMIU(block_size=block_size, seed=5).transform(real_dlib)
+    blocks = p.reshape(len(p), -1, block_size).astype(np.float64)
+    counts: dict[str, int] = {}
+    res = pe_native.pemiu_pairwise(blocks, blocks, counts=counts, kernel=kernel)
+    assert res is not None
+    np.testing.assert_allclose(res[0], _reference_matrix(p, p, block_size), atol=1e-9, rtol=0)

@@ -5,11 +5,11 @@ The all-vs-all PE-MIU score matrix needs one small assignment problem per pair. 
 ``pemiu_native/pemiu.c`` (one translation unit that includes the kernels' ``.h`` files beside it)
 into the cache folder (``$FACEPRIV_CACHE`` or ``~/.cache/facepriv``) and loads it
 with ctypes. The kernel computes the block distances itself and solves each assignment with a fast
-solver whose optimum is certified unique (with AVX-512 and B <= 16 first in float32, certified with
+solver whose optimum is certified unique (with AVX2 and B <= 32, or AVX-512 and B <= 16, first in float32, certified with
 rigorous error bounds), falling back to a port of SciPy's own algorithm (same tie-breaking as
 ``scipy.optimize.linear_sum_assignment``) when it is not; see the comment at the top of
 ``pemiu.c``. No ``-ffast-math``. Kernels (see :func:`kernels`), chosen at run time: the
-portable double kernel; an AVX2+FMA float32 kernel for B <= 16 (compiled into every x86-64 build
+portable double kernel; an AVX2+FMA float32 kernel for B <= 32 (compiled into every x86-64 build
 with a target pragma, used when cpuid reports AVX2 and FMA; the same certified float solver and
 double fallbacks as the AVX-512 one); the AVX-512 float32 kernel (B <= 16, builds with AVX-512
 enabled). The kernel that runs is logged at INFO (:func:`active_path`). On Linux it is built with
@@ -209,7 +209,7 @@ _MODES = {"auto": 0, "scipy": 1, "fast": 2, "float": 3}
 _KERNELS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
 KERNEL_INFO = {
     "portable": "portable double kernel",
-    "avx2": "AVX2+FMA float32 kernel for B <= 16 (certified, double fallback)",
+    "avx2": "AVX2+FMA float32 kernel for B <= 32 (certified, double fallback)",
     "avx512": "AVX-512 float32 kernel for B <= 16 (certified, double fallback)",
 }
 
@@ -288,7 +288,7 @@ def fast_lsa_batch(
     solver : {"fast", "float"}
         ``"fast"``: everything but the SciPy-order solver (with AVX-512 and B <= 16: the float
         solver, its checks, the double fast solver); ``"float"``: the float solver and its float
-        check only (AVX2 and AVX-512 kernels, B <= 16; costs rounded to float32).
+        check only (AVX2 kernel: B <= 32; AVX-512 kernel: B <= 16; costs rounded to float32).
     kernel : {"auto", "portable", "avx2", "avx512"}
         Which kernel (see :func:`kernels`).
 
@@ -304,7 +304,7 @@ def fast_lsa_batch(
         return None
     if solver == "float" and kernel_name(kernel) not in ("avx2", "avx512"):
         return None
-    out, flags = _solve(lib, cost, solver, "finite and B <= 64 (B <= 16 for float)", kernel)
+    out, flags = _solve(lib, cost, solver, "finite and B <= 64 (float: B <= 32 with AVX2, B <= 16 with AVX-512)", kernel)
     return out, flags.astype(bool)
 
 
@@ -378,7 +378,7 @@ def pemiu_pairwise(
         ran).
     kernel : {"auto", "portable", "avx2", "avx512"}
         Kernel (see :func:`kernels`); ``"auto"``: the fastest this CPU runs. The float kernels
-        cover B <= 16; larger B runs the portable kernel. ValueError when unavailable here.
+        cover B <= 32 (AVX2) and B <= 16 (AVX-512); larger B runs the portable kernel. ValueError when unavailable here.
 
     Returns
     -------

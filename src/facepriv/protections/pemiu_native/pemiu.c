@@ -12,7 +12,7 @@
  * - lsa(): SciPy's shortest augmenting path algorithm (Crouse 2016) with SciPy's order of
  *   operations and tie-breaking, used when the certificate fails (ties or near ties).
  * Kernels, chosen at run time (pick_kernel): portable (double; portable.h), AVX2 + FMA (float32,
- * B <= 16, the a2_*() functions of avx2_solver.h and avx2_check.h: compiled into every x86-64
+ * B <= 32, the a2_*() functions of avx2_solver.h and avx2_check.h: compiled into every x86-64
  * build and used when cpuid reports AVX2 and FMA) and AVX-512 (float32, B <= 16, the slot_*()
  * functions of avx512_solver.h and avx512_check.h; in builds with AVX-512 enabled).
  * jv_unique() is the portable fast solver. The float kernels first run the same algorithm in
@@ -35,17 +35,19 @@
 #include "avx512_check.h"
 #endif
 
-/* ---- AVX2 + FMA kernel (B <= 16), chosen at run time (see pick_kernel) ----
+/* ---- AVX2 + FMA kernel (B <= 32), chosen at run time (see pick_kernel) ----
  * For CPUs without AVX-512 (e.g. AMD Zen 2/3): compiled for AVX2 + FMA whatever the build flags
  * (target pragma), and used only when cpuid reports both. Per pair:
  * - float costs (a2_costs): float32 block dot products with FMAs, 6 (then 4) rows x 16 columns
- *   per pass (12 or 8 accumulators in ymm registers, one FMA chain each), c = sqrt(max(|a_i|^2 + |b_j|^2 - 2 g,
- *   FLT_MIN)) with the correctly rounded vsqrtps; returns the rigorous bound delta on |c - d| of
- *   costs32 (d = exact distance of the double blocks; derivation there) with m = k;
+ *   per pass at B <= 16, 3 (then 2) rows x 32 columns at B <= 32 (12 or 8 accumulators in ymm
+ *   registers, one FMA chain each), c = sqrt(max(|a_i|^2 + |b_j|^2 - 2 g, FLT_MIN)) with the
+ *   correctly rounded vsqrtps; returns the rigorous bound delta on |c - d| of costs32 (d = exact
+ *   distance of the double blocks; derivation there) with m = k;
  * - float solver (a2_load, a2_start, a2_step): the AVX-512 slot solver's algorithm (column
  *   reduction, Dijkstra shortest augmenting paths on reduced costs, labels packed with their column
- *   in the 4 low mantissa bits so that one integer min gives label and column, A2_SLOTS problems
- *   interleaved), the 16 columns of a row in two ymm registers;
+ *   in the 4 (B <= 16) or 5 (B <= 32) low mantissa bits so that one integer min gives label and
+ *   column, A2_SLOTS problems interleaved), the columns of a row in NV = 2 (B <= 16) or 4
+ *   (B <= 32) ymm registers: one source, instantiated with a constant NV;
  * - float check (a2_certify): slot_certify32's rigorous check that the float solution is the
  *   unique optimum of the exact costs d with margin eps = 1e-9 x cmax;
  * - otherwise (near ties at float precision, ~2 % of random pairs) double costs, the float
@@ -78,7 +80,7 @@ static int cpu_has_avx2(void)
 static __attribute__((unused)) int cpu_has_avx2(void) { return 0; }
 #endif
 
-/* Kernels: 1 portable (double), 2 AVX2 + FMA (float, B <= 16), 3 AVX-512 (float, B <= 16; only in
+/* Kernels: 1 portable (double), 2 AVX2 + FMA (float, B <= 32), 3 AVX-512 (float, B <= 16; only in
  * builds with AVX-512 enabled, i.e. -march=native on such a CPU). */
 int kernel_available(int64_t kernel)
 {
@@ -130,7 +132,7 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
 #endif
 #ifdef HAVE_AVX2_KERNEL
         a2_slot *s2 = aligned_alloc(32, sizeof(a2_slot) * A2_SLOTS);
-        uint8_t *cols2 = malloc(16 * pt * 64);
+        uint8_t *cols2 = malloc(A2_MAXN * pt * 64);
         if (!s2 || !cols2) failed = 1;
         const a2_src args = {(int)nblk, (int)k, A, BT, B, sqa, sqb, na, nb, A32, BT32, sqa32, sqb32,
                              0, 0, 0, cb, 0, 0, out, NULL, NULL, NULL, NULL, 0, 0, 0, 0};
@@ -141,7 +143,7 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
             if (failed) continue;
             int64_t p1 = p0 + pt < ca ? p0 + pt : ca;
 #ifdef HAVE_AVX2_KERNEL
-            if (kern == 2 && nblk <= 16) {
+            if (kern == 2 && nblk <= 32) {
                 if (a2_rows(&args, p0, p1, s2, cols2, w, &fb, &n32, &n64)) failed = 1;
                 continue;
             }
@@ -202,7 +204,7 @@ int lsa_batch(const double *cost, int64_t count, int64_t n, int64_t *col_out, in
     ws_t *w = ws_new(n);
     int64_t fb = 0;
     if (kern < 0 || !ws_ok(w) || (mode == 2 && n > FASTN)) { ws_free(w); return -1; }
-    if (mode == 3 && (n > 16 || kern == 1)) { ws_free(w); return -1; }
+    if (mode == 3 && (n > (kern == 2 ? 32 : 16) || kern == 1)) { ws_free(w); return -1; }
 #ifdef HAVE_AVX2_KERNEL
     if (mode == 3 && kern == 2) {
         int r = a2_lsa_float(cost, count, (int)n, col_out, unique, w);
