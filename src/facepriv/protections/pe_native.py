@@ -97,19 +97,23 @@ def _self_test(lib: ctypes.CDLL) -> bool:
         flags = np.zeros(1, dtype=np.int64)
         if lib.lsa_batch(cost, 1, n, out, 0, flags, 0) < 0 or not np.array_equal(out[0], perm):
             return False
-    # every kernel this CPU runs gives the portable kernel's scores on a small all-pairs problem
-    x = prepare(rng.normal(size=(5, 16, 8)))
-    y = prepare(rng.normal(size=(7, 16, 8)))
-    scores = []
-    for code in _KERNELS.values():
-        if code and lib.kernel_available(code):
-            out2 = np.empty((5, 7))
-            stats = np.zeros(3, dtype=np.int64)
-            if lib.pemiu_pairwise(x.x, y.xt, x.sq, y.sq, x.norm, y.norm, x.x32, y.xt32, y.x, x.sq32, y.sq32,
-                                  5, 7, 16, 8, out2, stats, code) != 0:
-                return False
-            scores.append(out2)
-    return all(np.allclose(sc, scores[0], rtol=0, atol=1e-12) for sc in scores)
+    # every kernel this CPU runs gives the portable kernel's scores on small all-pairs problems, at
+    # both widths of the AVX2 kernel (16 and 32 blocks)
+    for nblk, k in ((16, 8), (32, 4)):
+        x = prepare(rng.normal(size=(5, nblk, k)))
+        y = prepare(rng.normal(size=(7, nblk, k)))
+        scores = []
+        for code in _KERNELS.values():
+            if code and lib.kernel_available(code):
+                out2 = np.empty((5, 7))
+                stats = np.zeros(3, dtype=np.int64)
+                if lib.pemiu_pairwise(x.x, y.xt, x.sq, y.sq, x.norm, y.norm, x.x32, y.xt32, y.x, x.sq32, y.sq32,
+                                      5, 7, nblk, k, out2, stats, code) != 0:
+                    return False
+                scores.append(out2)
+        if not all(np.allclose(sc, scores[0], rtol=0, atol=1e-12) for sc in scores):
+            return False
+    return True
 
 
 def load() -> ctypes.CDLL | None:
