@@ -1,89 +1,38 @@
 """Compiled path of the PE-MIU comparator: ``pemiu_native/pemiu.c``, built with the system C compiler.
 
 The all-vs-all PE-MIU score matrix needs one small assignment problem per pair. Pure numpy (see
-:mod:`facepriv.protections.lsa_batch`) is exact but slow, so at first use this module compiles
-``pemiu_native/pemiu.c`` (one translation unit that includes the kernels' ``.h`` files beside it)
-into the cache folder (``$FACEPRIV_CACHE`` or ``~/.cache/facepriv``) and loads it
-with ctypes. The kernel computes the block distances itself and solves each assignment with a fast
-solver whose optimum is certified unique (with AVX2 and B <= 32, or AVX-512 and B <= 16, first in float32, certified with
-rigorous error bounds), falling back to a port of SciPy's own algorithm (same tie-breaking as
-``scipy.optimize.linear_sum_assignment``) when it is not; see the comment at the top of
-``pemiu.c``. No ``-ffast-math``. Kernels (see :func:`kernels`), chosen at run time: the
-portable double kernel; an AVX2+FMA float32 kernel for B <= 32 (compiled into every x86-64 build
-with a target pragma, used when cpuid reports AVX2 and FMA; the same certified float solver and
-double fallbacks as the AVX-512 one); the AVX-512 float32 kernel (B <= 16, builds with AVX-512
-enabled). The kernel that runs is logged at INFO (:func:`active_path`). On Linux it is built with
-``-march=native`` (AVX-512 path when available); the file name includes a hash of the sources
-(so an edited kernel is rebuilt under a new name and running processes keep their
-library), the compiler, the flags and the CPU
-(model and feature flags), so a cache folder shared between machines never loads a library built
-for another CPU. No compiler, a failed build or ``FACEPRIV_NO_NATIVE=1`` -> :func:`load` returns
-None and callers use the numpy path.
+:mod:`facepriv.protections.lsa_batch`) is exact but slow, so at first use this module has
+:mod:`facepriv.protections.pe_native_build` compile ``pemiu_native/pemiu.c`` into the cache
+folder (or reuse the build there), loads it with ctypes and checks it on problems with known
+answers. The kernel computes the block distances itself and solves each assignment with a fast
+solver whose optimum is certified unique (with AVX2 and B <= 32, or AVX-512 and B <= 16, first in
+float32, certified with rigorous error bounds), falling back to a port of SciPy's own algorithm
+(same tie-breaking as ``scipy.optimize.linear_sum_assignment``) when it is not; see the comment at
+the top of ``pemiu.c``. Kernels (see :func:`kernels`), chosen at run time: the portable double
+kernel; an AVX2+FMA float32 kernel for B <= 32 (compiled into every x86-64 build with a target
+pragma, used when cpuid reports AVX2 and FMA; the same certified float solver and double
+fallbacks as the AVX-512 one); the AVX-512 float32 kernel (B <= 16, builds with AVX-512 enabled,
+i.e. ``-march=native`` on such a CPU). The kernel that runs is logged at INFO
+(:func:`active_path`). No compiler, a failed build or ``FACEPRIV_NO_NATIVE=1`` -> :func:`load`
+returns None and callers use the Numba or numpy path.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from facepriv.protections import pe_native_build
 
-C_SOURCE_DIR = Path(__file__).with_name("pemiu_native")
-C_SOURCE_FILE = C_SOURCE_DIR / "pemiu.c"  # includes the other files of C_SOURCE_DIR
+log = logging.getLogger(__name__)
 
 _lib: ctypes.CDLL | None = None
 _tried = False
 _built_with = ""
-_BASE_FLAGS = ["-O2", "-fno-math-errno", "-shared", "-fPIC"]  # -O3 measured no faster, slower with AVX2
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FACEPRIV_CACHE", Path.home() / ".cache" / "facepriv")) / "native"
-
-
-def _cpu_signature() -> str:
-    """Model and feature flags of this CPU from /proc/cpuinfo; empty when unavailable."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    keep = [ln.strip() for ln in text.splitlines() if ln.split(":")[0].strip() in ("model name", "flags", "Features")]
-    return "\n".join(sorted(set(keep)))
-
-
-def _flag_sets(cpu: str) -> list[list[str]]:
-    """Compiler flags to try in order: native code only when the CPU is identified (it is part of
-    the cache key, so a library built here is never loaded on a different CPU)."""
-    native = [["-march=native"]] if cpu else []
-    return [[*_BASE_FLAGS, *arch, *omp] for arch in [*native, []] for omp in (["-fopenmp"], [])]
-
-
-def _build(out: Path, cc: str, flag_sets: list[list[str]]) -> bool:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    err = ""
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        so = Path(tmp) / out.name
-        for flags in flag_sets:
-            cmd = [cc, *flags, "-o", str(so), str(C_SOURCE_FILE), "-lm"]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if res.returncode == 0:
-                log.debug("built the PE-MIU native comparator: %s", " ".join(cmd))
-                out.with_suffix(".flags").write_text(" ".join(flags), encoding="utf-8")
-                os.replace(so, out)
-                return True
-            err = res.stderr.strip()
-    log.warning("building the PE-MIU native comparator failed (%s); using the numpy path", err[:300])
-    return False
 
 
 def _self_test(lib: ctypes.CDLL) -> bool:
@@ -124,29 +73,11 @@ def load() -> ctypes.CDLL | None:
     if _tried:
         return _lib
     _tried = True
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        log.info("no C compiler found; PE-MIU comparator uses the numpy path")
+    built = pe_native_build.build_or_reuse()
+    if built is None:
         return None
+    path, built_with = built
     try:
-        if not C_SOURCE_FILE.is_file():
-            raise OSError(f"{C_SOURCE_FILE} not found")
-        # every part of the kernel goes into the cache key
-        source = "\0".join(
-            f"{part.name}\0{part.read_text(encoding='utf-8')}"
-            for part in sorted([*C_SOURCE_DIR.glob("*.c"), *C_SOURCE_DIR.glob("*.h")])
-        )
-    except OSError as exc:
-        log.warning("the PE-MIU kernel source is missing (%s); using the numpy path", exc)
-        return None
-    cpu = _cpu_signature()
-    flag_sets = _flag_sets(cpu)
-    ident = "\0".join([source, cc, repr(flag_sets), platform.machine(), cpu])
-    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    path = _cache_dir() / f"pemiu_lsa_{key}.so"
-    try:
-        if not path.is_file() and not _build(path, cc, flag_sets):
-            return None
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
         log.warning("loading the PE-MIU native comparator failed (%s); using the numpy path", exc)
@@ -167,8 +98,7 @@ def load() -> ctypes.CDLL | None:
     lib.set_threads.restype = ctypes.c_int
     lib.has_openmp.restype = ctypes.c_int
     lib.has_avx512.restype = ctypes.c_int
-    flags_file = path.with_suffix(".flags")
-    _built_with = f"{Path(cc).name} {flags_file.read_text(encoding='utf-8')}" if flags_file.is_file() else cc
+    _built_with = built_with
     if not _self_test(lib):
         log.warning("the PE-MIU native comparator failed its self-test; using the numpy path")
         return None
