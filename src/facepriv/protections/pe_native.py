@@ -12,7 +12,7 @@ the top of ``pemiu.c``. Kernels (see :func:`kernels`), chosen at run time: the p
 kernel; an AVX2+FMA float32 kernel for B <= 32 (compiled into every x86-64 build with a target
 pragma, used when cpuid reports AVX2 and FMA; the same certified float solver and double
 fallbacks as the AVX-512 one); the AVX-512 float32 kernel (B <= 16, builds with AVX-512 enabled,
-i.e. ``-march=native`` on such a CPU). The kernel that runs is logged at INFO
+i.e. ``-march=native`` on such a CPU; it hands 16 < B <= 32 to the AVX2 kernel). The kernel that runs is logged at INFO
 (:func:`active_path`). No compiler, a failed build or ``FACEPRIV_NO_NATIVE=1`` -> :func:`load`
 returns None and callers use the Numba or numpy path.
 """
@@ -144,7 +144,7 @@ _KERNELS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
 KERNEL_INFO = {
     "portable": "portable double kernel",
     "avx2": "AVX2+FMA float32 kernel for B <= 32 (certified, double fallback)",
-    "avx512": "AVX-512 float32 kernel for B <= 16 (certified, double fallback)",
+    "avx512": "AVX-512 float32 kernel for B <= 16, AVX2 for B <= 32 (certified, double fallback)",
 }
 
 
@@ -312,7 +312,8 @@ def pemiu_pairwise(
         ran).
     kernel : {"auto", "portable", "avx2", "avx512"}
         Kernel (see :func:`kernels`); ``"auto"``: the fastest this CPU runs. The float kernels
-        cover B <= 32 (AVX2) and B <= 16 (AVX-512); larger B runs the portable kernel. ValueError when unavailable here.
+        cover B <= 32 (AVX2) and B <= 16 (AVX-512, which hands 16 < B <= 32 to the AVX2 kernel);
+        larger B runs the portable kernel. ValueError when unavailable here.
 
     Returns
     -------

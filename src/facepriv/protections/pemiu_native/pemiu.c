@@ -14,7 +14,8 @@
  * Kernels, chosen at run time (pick_kernel): portable (double; portable.h), AVX2 + FMA (float32,
  * B <= 32, the a2_*() functions of avx2_solver.h and avx2_check.h: compiled into every x86-64
  * build and used when cpuid reports AVX2 and FMA) and AVX-512 (float32, B <= 16, the slot_*()
- * functions of avx512_solver.h and avx512_check.h; in builds with AVX-512 enabled).
+ * functions of avx512_solver.h and avx512_check.h; in builds with AVX-512 enabled; 16 < B <= 32
+ * goes to the AVX2 kernel there).
  * jv_unique() is the portable fast solver. The float kernels first run the same algorithm in
  * float32 on float costs, several problems at once, and check the result with rigorous error
  * bounds against the exact distances (slot_certify32: same or larger margin); about 2 % of random
@@ -118,7 +119,11 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
     int64_t fb = 0, n32 = 0, n64 = 0;
     const int kern = pick_kernel(kernel);
     if (kern < 0) return -2;
+    /* the AVX2 kernel: its own choice for B <= 32; with the AVX-512 kernel (B <= 16 only) for
+     * 16 < B <= 32, since a CPU with AVX-512 has AVX2 and FMA too */
+    const int use_a2 = nblk <= 32 && (kern == 2 || (kern == 3 && nblk > 16 && kernel_available(2)));
 #ifndef HAVE_AVX2_KERNEL
+    (void)use_a2;
     (void)A32; (void)BT32; (void)B; (void)sqa32; (void)sqb32; /* float kernels only */
 #endif
     const int64_t pt = 8; /* tiles: 8 templates of a (x 64 of b) stay in cache */
@@ -143,7 +148,7 @@ int pemiu_pairwise(const double *A, const double *BT, const double *sqa, const d
             if (failed) continue;
             int64_t p1 = p0 + pt < ca ? p0 + pt : ca;
 #ifdef HAVE_AVX2_KERNEL
-            if (kern == 2 && nblk <= 32) {
+            if (use_a2) {
                 if (a2_rows(&args, p0, p1, s2, cols2, w, &fb, &n32, &n64)) failed = 1;
                 continue;
             }
