@@ -241,6 +241,42 @@ def test_a_scheduler_that_does_not_answer_ends_with_exit_2_and_nothing_written(c
     assert len(err) == 1 and "no Dask scheduler answers" in err[0] and not out.exists()
 
 
+def test_a_server_that_is_not_dask_is_named_as_such(celeba_dir, tmp_path, capsys, monkeypatch):
+    """A port whose server replies with bytes that are no Dask message (here: a frame length of
+    exabytes, which Dask's decoder turns into a MemoryError): one line saying so, exit 2."""
+    from facepriv.cli.main import main
+    from facepriv.experiments import dask_runner
+
+    monkeypatch.setattr(dask_runner, "CONNECT_TIMEOUT_S", 5.0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(_raw(celeba_dir)))
+    out = tmp_path / "run"
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held: list[socket.socket] = []
+
+    def reply_garbage() -> None:
+        for _ in range(4):
+            c = srv.accept()[0]
+            held.append(c)
+            c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4)
+
+    threading.Thread(target=reply_garbage, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        assert main(["-q", "run", str(cfg), "--out", str(out), "--scheduler",
+                     f"tcp://127.0.0.1:{srv.getsockname()[1]}"]) == 2
+        assert time.monotonic() - t0 < 20
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Dask scheduler answers" in err[0] and not out.exists()
+    assert "does not speak Dask's protocol" in err[0] and "EiB" not in err[0]  # not the decoder's words
+
+
 def test_without_dask_the_error_says_how_to_install(celeba_dir, tmp_path, capsys, monkeypatch):
     from facepriv.cli.main import main
 

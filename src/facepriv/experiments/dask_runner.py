@@ -267,9 +267,15 @@ def probe_scheduler(address: str, timeout: float) -> None:
 
     try:
         asyncio.run(asyncio.wait_for(handshake(), max(1.0, deadline - time.monotonic() + 1.0)))
-    except Exception as exc:  # noqa: BLE001 - timeouts, a server that is not Dask (garbage frames)
-        raise ClusterError(f"{fail} ({type(exc).__name__}: {' '.join(str(exc).split())[:150]}); "
-                           "nothing was written") from None
+    except (TimeoutError, asyncio.TimeoutError, OSError) as exc:  # silent server, reset connection
+        why = "a server accepts connections there but did not complete Dask's handshake in time" \
+            if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "Timed out" in str(exc) \
+            else f"{type(exc).__name__}: {' '.join(str(exc).split())[:150]}"
+        raise ClusterError(f"{fail} ({why}); nothing was written") from None
+    except Exception as exc:  # noqa: BLE001 - a server that is not Dask: its reply decodes to garbage
+        # (e.g. a frame length of exabytes -> MemoryError); the decoder's own words would mislead
+        raise ClusterError(f"{fail} (the server there does not speak Dask's protocol: its reply could not be "
+                           f"read as a Dask message, {type(exc).__name__}); nothing was written") from None
 
 
 # ---------------------------------------------------------------------- on the worker
