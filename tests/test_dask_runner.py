@@ -9,6 +9,7 @@ written. ``KillOnceAttack`` below is a plugin attack referenced from the configs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -205,6 +206,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _not_dask_server(reply: bytes = b""):
+    """A local port that accepts connections and sends ``reply`` (nothing: it stays silent); yields
+    the port."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        for _ in range(4):
+            c = srv.accept()[0]
+            held.append(c)
+            if reply:
+                c.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+
+
 def test_a_scheduler_that_does_not_answer_ends_with_exit_2_and_nothing_written(celeba_dir, tmp_path, capsys,
                                                                                monkeypatch):
     from facepriv.cli.main import main
@@ -223,22 +249,13 @@ def test_a_scheduler_that_does_not_answer_ends_with_exit_2_and_nothing_written(c
 
     # a port that accepts but never speaks Dask: bounded by the connect timeout
     monkeypatch.setattr(dask_runner, "CONNECT_TIMEOUT_S", 2.0)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-    held: list[socket.socket] = []
-    threading.Thread(target=lambda: [held.append(srv.accept()[0]) for _ in range(4)], daemon=True).start()
-    try:
+    with _not_dask_server() as port:
         t0 = time.monotonic()
-        assert main(["-q", "run", str(cfg), "--out", str(out), "--scheduler",
-                     f"tcp://127.0.0.1:{srv.getsockname()[1]}"]) == 2
+        assert main(["-q", "run", str(cfg), "--out", str(out), "--scheduler", f"tcp://127.0.0.1:{port}"]) == 2
         assert time.monotonic() - t0 < 20
-    finally:
-        srv.close()
-        for c in held:
-            c.close()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no Dask scheduler answers" in err[0] and not out.exists()
+    assert "did not complete Dask's handshake" in err[0]
 
 
 def test_a_server_that_is_not_dask_is_named_as_such(celeba_dir, tmp_path, capsys, monkeypatch):
@@ -251,27 +268,10 @@ def test_a_server_that_is_not_dask_is_named_as_such(celeba_dir, tmp_path, capsys
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(_raw(celeba_dir)))
     out = tmp_path / "run"
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-    held: list[socket.socket] = []
-
-    def reply_garbage() -> None:
-        for _ in range(4):
-            c = srv.accept()[0]
-            held.append(c)
-            c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4)
-
-    threading.Thread(target=reply_garbage, daemon=True).start()
-    try:
+    with _not_dask_server(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4) as port:
         t0 = time.monotonic()
-        assert main(["-q", "run", str(cfg), "--out", str(out), "--scheduler",
-                     f"tcp://127.0.0.1:{srv.getsockname()[1]}"]) == 2
+        assert main(["-q", "run", str(cfg), "--out", str(out), "--scheduler", f"tcp://127.0.0.1:{port}"]) == 2
         assert time.monotonic() - t0 < 20
-    finally:
-        srv.close()
-        for c in held:
-            c.close()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no Dask scheduler answers" in err[0] and not out.exists()
     assert "does not speak Dask's protocol" in err[0] and "EiB" not in err[0]  # not the decoder's words
