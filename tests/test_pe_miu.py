@@ -189,19 +189,20 @@ def test_float_solver_certified_only_when_scipy_agrees(n, kind, kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_native_scores_with_float_level_near_ties(dtype, kernel):
+@pytest.mark.parametrize(("nblk", "k"), [(16, 8), (32, 4)])
+def test_native_scores_with_float_level_near_ties(dtype, kernel, nblk, k):
     """Blocks that differ by ~1e-6: the float check cannot settle those pairs, the double path
     does; float64 templates (not float32-exact) bring in the error bound's input rounding."""
     _need_kernel(kernel)
     rng = np.random.default_rng(11)
-    x = rng.normal(size=(12, 16, 8))
-    x[:, 1] = x[:, 0] + 1e-6 * rng.normal(size=(12, 8))  # two nearly equal blocks per template
+    x = rng.normal(size=(12, nblk, k))
+    x[:, 1] = x[:, 0] + 1e-6 * rng.normal(size=(12, k))  # two nearly equal blocks per template
     x = x.astype(dtype).astype(np.float64)
     y = rng.permuted(x, axis=1) + 1e-3 * rng.normal(size=x.shape)
     counts: dict[str, int] = {}
     res = pe_native.pemiu_pairwise(x, y, counts=counts, kernel=kernel)
     assert res is not None
-    ref = _reference_matrix(x.reshape(12, -1), y.reshape(12, -1), 8)
+    ref = _reference_matrix(x.reshape(12, -1), y.reshape(12, -1), k)
     np.testing.assert_allclose(res[0], ref, atol=1e-6, rtol=0)
     if kernel in FLOAT_KERNELS:
         assert counts["float_unsettled"] > 0
@@ -225,11 +226,12 @@ def test_float_solutions_the_float_check_leaves_are_checked_in_double(kernel):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_native_scores_of_huge_templates(kernel):
-    """Squared norms beyond float range: the double path alone."""
+@pytest.mark.parametrize("nblk", [8, 32])
+def test_native_scores_of_huge_templates(kernel, nblk):
+    """Squared norms beyond float range: the double path alone (both widths of the AVX2 kernel)."""
     _need_kernel(kernel)
     rng = np.random.default_rng(12)
-    x = rng.normal(size=(6, 8, 4)) * 1e20
+    x = rng.normal(size=(6, nblk, 4)) * 1e20
     x[0, 0, 0] = 1e39  # beyond float range
     counts: dict[str, int] = {}
     res = pe_native.pemiu_pairwise(x, x[::-1], counts=counts, kernel=kernel)
