@@ -289,8 +289,9 @@ def test_without_dask_the_error_says_how_to_install(celeba_dir, tmp_path, capsys
 
 
 def test_scheduler_key_cli_override_and_no_dask_import_when_serial(tmp_path):
-    from facepriv.experiments.config import ConfigError, check_scheduler_spec, load_config
+    from facepriv.experiments.config import ConfigError, load_config
     from facepriv.experiments.runner import Runner
+    from facepriv.experiments.scheduler import check_scheduler_spec
 
     assert check_scheduler_spec(None) is None and check_scheduler_spec("serial") is None
     assert check_scheduler_spec("local:3") == "local:3" and check_scheduler_spec("tcp://node7:8786") == "tcp://node7:8786"

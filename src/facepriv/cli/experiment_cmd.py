@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def argtypes_scheduler(text: str) -> str:
     """``--scheduler`` value, checked when the command line is parsed (``serial`` kept as is)."""
     from facepriv.errors import ParameterError
-    from facepriv.experiments.config import check_scheduler_spec
+    from facepriv.experiments.scheduler import check_scheduler_spec
 
     try:
         return check_scheduler_spec(text) or "serial"

@@ -29,6 +29,7 @@ import yaml
 
 from facepriv.device import check_device_spec
 from facepriv.errors import FacePrivError, InputFileError, ParameterError
+from facepriv.experiments.scheduler import check_scheduler_spec
 
 #: largest seed every consumer accepts (scikit-learn's ``random_state`` needs < 2**32)
 SEED_MAX = 2**32 - 1
@@ -258,43 +259,6 @@ def parse_config(data: Any, source: str = "") -> ExperimentConfig:
         subset=subset, output=output, notes=str(data.get("notes") or ""), source=source,
         device=device, scheduler=scheduler,
     )
-
-
-#: URL schemes of a Dask scheduler address ``--scheduler`` accepts
-SCHEDULER_SCHEMES = ("tcp", "tls")
-
-
-def check_scheduler_spec(spec: Any) -> str | None:
-    """Validate a ``scheduler`` value; returns it normalised (None = serial, in this process).
-
-    Parameters
-    ----------
-    spec : str or None
-        ``None``, ``serial`` (no cluster), ``local:N`` (N >= 1 local Dask worker processes) or
-        ``tcp://HOST:PORT`` / ``tls://HOST:PORT`` (a running Dask scheduler).
-
-    Raises
-    ------
-    ParameterError
-        Any other value (the message lists the accepted forms).
-    """
-    forms = "serial, local:N (N worker processes on this machine) or tcp://HOST:PORT (a Dask scheduler)"
-    if spec is None:
-        return None
-    if not isinstance(spec, str):
-        raise ParameterError(f"must be {forms}, got {spec!r}", param="scheduler")
-    text = spec.strip()
-    if text in ("", "serial", "none"):
-        return None
-    m = re.fullmatch(r"local:(\d+)", text)
-    if m:
-        if not 1 <= int(m.group(1)) <= 1024:
-            raise ParameterError(f"local:N needs 1 <= N <= 1024 worker processes, got {text!r}", param="scheduler")
-        return f"local:{int(m.group(1))}"
-    m = re.fullmatch(r"([a-z]+)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})", text)
-    if m and m.group(1) in SCHEDULER_SCHEMES and 0 < int(m.group(3)) < 65536:
-        return text
-    raise ParameterError(f"must be {forms}, got {spec!r}", param="scheduler")
 
 
 def _parse_subset(raw: Any, src: str) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class Runner:
     def __init__(self, cfg: ExperimentConfig, out: str | Path, overwrite: bool = False,
                  device: str | None = None, scheduler: str | None = None) -> None:
         from facepriv.device import resolve_device
-        from facepriv.experiments.config import check_scheduler_spec
+        from facepriv.experiments.scheduler import check_scheduler_spec
 
         self.cfg = cfg
         self.scheduler = check_scheduler_spec(scheduler if scheduler is not None else cfg.scheduler)
