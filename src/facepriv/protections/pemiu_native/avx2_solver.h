@@ -18,7 +18,8 @@ static inline __m256i a2_invalid(const int n, const int h)
 {
     return _mm256_cmpgt_epi32(_mm256_add_epi32(a2_lanes(h), _mm256_set1_epi32(1)), _mm256_set1_epi32(n));
 }
-/* low bits of a packed key that hold the column: 4 for B <= 16, 5 for B <= 32 */
+/* low bits of a packed key that hold the column: 4 for B <= 16, 5 for B <= 32 (labels perturbed
+ * by < 16 or 32 float ulp; the checks do not rely on the solver's accuracy, see pack_key) */
 static inline int a2_cm(const int NV) { return 8 * NV - 1; }
 static inline uint32_t a2_valid(const int n) { return n >= 32 ? 0xFFFFFFFFu : (1u << n) - 1; }
 
