@@ -417,3 +417,38 @@ def test_plot_det_several_curves(tmp_path):
     with pytest.raises(ParameterError):
         plot_det(curves, tmp_path / "x.png", limits=(0.5, 0.1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det.png"]
+
+
+def test_all_pairs_of_a_per_pair_comparator_skip_the_lower_triangle():
+    """PE-MIU (one assignment per pair): the diagonal blocks are compared in strips, so the pairs
+    scored stay close to the n (n - 1) / 2 needed; the scores equal one full-matrix call bit for bit
+    (each pair is solved on its own)."""
+    from facepriv.metrics.scores import _STRIP_ROWS
+    from facepriv.protections.pe_miu import PEMIUComparator
+
+    class Counting(PEMIUComparator):
+        scored = 0
+
+        def pairwise(self, a, b):
+            Counting.scored += len(a) * len(b)
+            return super().pairwise(a, b)
+
+    rng = np.random.default_rng(3)
+    n = 300
+    emb = rng.normal(size=(n, 64))
+    ident = np.repeat(np.arange(n // 3), 3)
+    full = PEMIUComparator(8).pairwise(emb, emb)
+    upper = np.triu_indices(n, 1)
+    same = ident[upper[0]] == ident[upper[1]]
+    comp = Counting(8)
+    for rows in (None, 100, 7):
+        Counting.scored = 0
+        s = scores_all_pairs((emb, ident), comp, block_rows=rows)
+        np.testing.assert_array_equal(s.genuine, full[upper][same])
+        np.testing.assert_array_equal(s.impostor, full[upper][~same])
+        needed = n * (n - 1) // 2
+        assert Counting.scored <= needed + n * _STRIP_ROWS  # at most a strip's triangle per row block
+    Counting.scored = 0
+    comp.per_pair = False  # one call per block: the whole lower-left of each diagonal block too
+    scores_all_pairs((emb, ident), comp, block_rows=100)
+    assert Counting.scored == 100 * 300 + 100 * 200 + 99 * 100

@@ -22,6 +22,11 @@ class Comparator:
     """Similarity of templates; higher means more likely the same person."""
 
     name = "cosine"
+    #: True when ``pairwise`` scores each pair on its own, at a cost per pair well above a dot
+    #: product, so that a pair's score does not depend on what else is in the call (PE-MIU: bit for
+    #: bit on its compiled and Numba paths). All-pairs scoring then skips most of the lower triangle
+    #: (:func:`facepriv.metrics.scores.scores_all_pairs`).
+    per_pair = False
 
     def pairwise(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """All-vs-all scores, shape (len(a), len(b))."""

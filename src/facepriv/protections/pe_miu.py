@@ -78,6 +78,7 @@ class PEMIUComparator(Comparator):
     """
 
     name = "pe_miu"
+    per_pair = True  # one assignment problem per pair, solved on its own (compiled and Numba paths)
 
     def __init__(self, block_size: int = 32, threads: int = 0, chunk: int = 0) -> None:
         self.block_size = int(block_size)
