@@ -68,6 +68,10 @@ def test_run_writes_everything_and_numbers(two_runs):
     assert env["packages"]["numpy"] and env["seed"] == 0
     assert len(env["dataset"]["listing_sha256"]) == 64
     assert len(env["model_files"]["dlib_resnet"]["sha256"]) == 64
+    # the config has PE-MIU rows: which comparator path computed their scores (and how it was built)
+    assert env["pe_miu_comparator"]["path"] in ("compiled C", "numba", "numpy")
+    if env["pe_miu_comparator"]["path"] == "compiled C":
+        assert "kernel:" in env["pe_miu_comparator"]["build"]
     resolved = (a / "config.resolved.yaml").read_text()
     assert "seed: <secret>" in resolved  # PE-MIU's seed is a secret parameter: never written
     assert "timing" not in (a / "metrics.json").read_text() and "seconds" not in (a / "metrics.json").read_text()

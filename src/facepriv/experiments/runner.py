@@ -109,6 +109,16 @@ def split_identities(identity: np.ndarray, gender: np.ndarray | None, fraction: 
     return np.flatnonzero(g == 0), np.flatnonzero(g == 1)
 
 
+def _pe_miu_comparator_info() -> dict[str, str]:
+    """Which PE-MIU comparator path this process runs (scores are the same on every path; the speed
+    is not): ``compiled C`` with its build and kernel, ``numba`` or ``numpy``. On a Dask cluster the
+    workers pick their own path (the same on this machine's ``local:N`` workers)."""
+    from facepriv.protections import pe_native
+
+    path = pe_native.active_path()
+    return {"path": path, "build": pe_native.build_info() if path == "compiled C" else ""}
+
+
 def _read_json(p: Path) -> dict[str, Any] | None:
     try:
         return json.loads(p.read_text(encoding="utf-8"))
@@ -232,6 +242,8 @@ class Runner:
             env = collect(cfg.seed, listing.sha256(), listing.counts(), models,
                           str(listing.root) if listing.root else cfg.dataset.params.get("path"))
             env["device"] = self.device  # where this call's torch work ran (a resumed run may differ)
+            if any(p.name == "pe_miu" for p in cfg.protections):
+                env["pe_miu_comparator"] = _pe_miu_comparator_info()
             write_json_atomic(self.out / "env.json", env)
             cache = self.out / "cache"
             cache.mkdir(parents=True, exist_ok=True)
