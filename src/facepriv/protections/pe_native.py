@@ -12,9 +12,9 @@ the top of ``pemiu.c``. Kernels (see :func:`kernels`), chosen at run time: the p
 kernel; an AVX2+FMA float32 kernel for B <= 32 (compiled into every x86-64 build with a target
 pragma, used when cpuid reports AVX2 and FMA; the same certified float solver and double
 fallbacks as the AVX-512 one); the AVX-512 float32 kernel (B <= 16, builds with AVX-512 enabled,
-i.e. ``-march=native`` on such a CPU; it hands 16 < B <= 32 to the AVX2 kernel). The kernel that runs is logged at INFO
-(:func:`active_path`). No compiler, a failed build or ``FACEPRIV_NO_NATIVE=1`` -> :func:`load`
-returns None and callers use the Numba or numpy path.
+i.e. ``-march=native`` on such a CPU; it hands 16 < B <= 32 to the AVX2 kernel). The kernel that
+runs is logged at INFO (:func:`active_path`). No compiler, a failed build or
+``FACEPRIV_NO_NATIVE=1`` -> :func:`load` returns None and callers use the Numba or numpy path.
 """
 
 from __future__ import annotations
